@@ -1,0 +1,80 @@
+"""A small residual backbone for 48x48 faces that trains at useful speed on a CPU.
+
+ImageNet ResNets downsample 4x in their stem, which throws away most of a 48x48 face
+before the first residual block. This net keeps full resolution in its stem and halves it
+at the start of each later stage (48 -> 24 -> 12 -> 6), the usual design for FER2013-sized
+inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18 style)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = _conv_bn(cin, cout, stride)
+        self.conv2 = _conv_bn(cout, cout)
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        nn.init.zeros_(self.conv2[1].weight)  # start each block as identity: stabler training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.act(self.conv1(x))) + self.shortcut(x))
+
+
+class FerResNet(nn.Module):
+    """Stem (3x3 conv, stride 1) + four residual stages, the last three with stride 2.
+
+    Args:
+        in_chans: Input channels (1 for grayscale faces).
+        widths: Channels of the four stages.
+        depths: Blocks in each stage.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        depths: Sequence[int] = (1, 1, 1, 1),
+    ):
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn(in_chans, widths[0]), nn.ReLU(inplace=True))
+        stages, cin = [], widths[0]
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            blocks = [BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(d)]
+            stages.append(nn.Sequential(*blocks))
+            cin = w
+        self.stages = nn.Sequential(*stages)
+        self.num_features = widths[-1]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def stages_for_freezing(self) -> list[nn.Module]:
+        """Stem then each stage, matching the paper's stage numbering."""
+        return [self.stem, *self.stages]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, 48, 48)`` -> ``(B, widths[-1], 6, 6)``."""
+        return self.stages(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)

@@ -1,0 +1,145 @@
+"""One training epoch and one pass of inference over a loader; nothing else.
+
+Metrics are computed outside these loops (see :mod:`fer.metrics`), from what
+:func:`predict_loader` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fer.losses import JointLoss
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision on GPU (bf16/fp16); a no-op elsewhere or when ``dtype`` is None."""
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def forward_with_embedding(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, C, H, W)`` -> ``(logits (B, K), embeddings (B, D))`` in one backbone pass.
+
+    Under DDP the call must go through the wrapper's ``forward`` for gradients to be
+    synchronised, so the embedding is captured with a forward hook on the embedding layer.
+    """
+    captured = {}
+    handle = _unwrap(model).embed.register_forward_hook(lambda m, i, o: captured.setdefault("x", o))
+    try:
+        logits = model(images)
+    finally:
+        handle.remove()
+    return logits, captured["x"]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: JointLoss,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    device: torch.device,
+    epoch: int,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_steps: int | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Train for one pass over ``loader``.
+
+    Returns:
+        ``{"loss", "loss_cls", "loss_aux", "accuracy", "images", "seconds", "images_per_s"}``,
+        averaged over the images this process saw.
+    """
+    model.train()
+    criterion.train()
+    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_aux": 0.0, "correct": 0}
+    seen = 0
+    total = len(loader) if max_steps is None else min(len(loader), max_steps)
+    bar = tqdm(loader, total=total, desc=f"train {epoch}", leave=False, disable=not show_progress)
+    start = time.perf_counter()
+    for step, (images, target) in enumerate(bar):
+        if max_steps is not None and step >= max_steps:
+            break
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits, emb = forward_with_embedding(model, images)
+        out = criterion(logits.float(), emb.float(), target)
+        if not math.isfinite(out.total.item()):
+            raise FloatingPointError(f"loss is {out.total.item()} at epoch {epoch} step {step}")
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(out.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out.total.backward()
+            optimizer.step()
+
+        n = target.shape[0]
+        seen += n
+        sums["loss"] += out.total.item() * n
+        sums["loss_cls"] += out.classification.item() * n
+        sums["loss_aux"] += 0.0 if out.auxiliary is None else out.auxiliary.item() * n
+        sums["correct"] += (logits.argmax(1) == target).sum().item()
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['correct'] / seen:.3f}")
+    seconds = time.perf_counter() - start
+    seen = max(seen, 1)
+    return {
+        "loss": sums["loss"] / seen,
+        "loss_cls": sums["loss_cls"] / seen,
+        "loss_aux": sums["loss_aux"] / seen,
+        "accuracy": sums["correct"] / seen,
+        "images": seen,
+        "seconds": seconds,
+        "images_per_s": seen / max(seconds, 1e-9),
+    }
+
+
+@torch.inference_mode()
+def predict_loader(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | None = None,
+    show_progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, torch.Tensor]:
+    """Run ``model`` over ``loader`` once.
+
+    Returns:
+        ``{"logits": (N, K) float32, "targets": (N,) int64, "embeddings": (N, D) float32}``
+        on the CPU.
+    """
+    device = torch.device(device)
+    net = _unwrap(model)
+    net.eval()
+    logits, targets, embeddings = [], [], []
+    for images, target in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
+        images = images.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            emb = net.forward_head(net.forward_features(images), pre_logits=True)
+            out = net.get_classifier()(emb)
+        logits.append(out.float().cpu())
+        embeddings.append(emb.float().cpu())
+        targets.append(torch.as_tensor(target).cpu())
+    if not logits:
+        raise ValueError("the loader yielded no batches: is the dataset empty?")
+    return {
+        "logits": torch.cat(logits),
+        "targets": torch.cat(targets),
+        "embeddings": torch.cat(embeddings),
+    }

@@ -1,0 +1,260 @@
+"""The paper's losses (Ngo & Yoon 2020, eqs. 1-9) as small modules, selectable by name.
+
+Notation: a mini-batch of m samples, embeddings ``x`` of shape ``(m, D)``, labels ``y`` of
+shape ``(m,)``, K classes with centers ``c`` of shape ``(K, D)`` and class weights
+``W_c = N_min / N_c`` (eq. 6).
+
+Reduction: the paper writes every loss as a *sum* over the mini-batch. We default to the
+*mean* (sum / m) so that the learning rate does not depend on the batch size; pass
+``reduction="sum"`` for the paper's literal form. The ratio between the two terms of a joint
+loss is the same either way, so lambda keeps its meaning.
+
+Centers are not trained by the optimiser: they are registered buffers (saved in checkpoints,
+moved with ``.to()``) and updated by their own rule after each training forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+LOSS_SETTINGS = (
+    "softmax",
+    "center+softmax",
+    "weighted-softmax",
+    "center+weighted-softmax",
+    "weighted-cluster+weighted-softmax",
+)
+# The paper's lambda per auxiliary loss (section 4.3).
+DEFAULT_LAMBDA = {"center": 0.5, "weighted-cluster": 1.0}
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a center update across data-parallel workers so every replica keeps equal centers."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+class WeightedSoftmaxLoss(nn.Module):
+    """Softmax cross-entropy, optionally weighted per class (eq. 1).
+
+    Args:
+        class_weights: ``(K,)`` weights ``W_c``; ``None`` gives the plain softmax loss.
+        reduction: ``"mean"`` (divide by m) or ``"sum"`` (the paper's form).
+    """
+
+    def __init__(self, class_weights: torch.Tensor | None = None, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+        self.register_buffer(
+            "class_weights", None if class_weights is None else class_weights.float().clone()
+        )
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Args: logits ``(m, K)``, target ``(m,)`` int64. Returns a scalar."""
+        nll = F.cross_entropy(logits.float(), target, reduction="none")
+        if self.class_weights is not None:
+            nll = nll * self.class_weights[target]
+        return _reduce(nll, self.reduction)
+
+
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al. 2016; the paper's eq. 2): ``1/2 ||x_i - c_{y_i}||^2``.
+
+    Centers follow Wen et al.'s update ``c_j -= rate * sum_{i: y_i=j} (c_j - x_i) / (1 + n_j)``.
+
+    Args:
+        num_classes: K.
+        embed_dim: D.
+        rate: Center learning rate (Wen et al.'s alpha, 0.5).
+        reduction: ``"mean"`` or ``"sum"``.
+    """
+
+    def __init__(self, num_classes: int, embed_dim: int, rate: float = 0.5, reduction: str = "mean"):
+        super().__init__()
+        self.rate = rate
+        self.reduction = reduction
+        self.register_buffer("centers", torch.zeros(num_classes, embed_dim))
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(m, D)``, target ``(m,)``. Returns a scalar; updates centers when training."""
+        x = x.float()
+        centers = self.centers.clone()  # the update below must not touch tensors autograd saved
+        loss = 0.5 * (x - centers[target]).pow(2).sum(dim=1)
+        if self.training:
+            self.update_centers(x.detach(), target)
+        return _reduce(loss, self.reduction)
+
+    @torch.no_grad()
+    def update_centers(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        K = self.centers.shape[0]
+        diff = torch.zeros_like(self.centers).index_add_(0, target, self.centers[target] - x)
+        count = torch.bincount(target, minlength=K).to(x.dtype)
+        _all_reduce_sum(diff)
+        _all_reduce_sum(count)
+        self.centers -= self.rate * diff / (1.0 + count[:, None])
+
+
+class WeightedClusterLoss(nn.Module):
+    """The paper's weighted-cluster loss (eq. 4) with its center update (eqs. 8-9).
+
+    ``L = 1/2 sum_i W_{y_i} ||x_i - c_{y_i}||^2 / (sum_{j != y_i} ||c_j - c_{y_i}||^2 + alpha)``:
+    the numerator pulls features to their class center, the denominator rewards centers far
+    from the others, and ``W`` weights rare classes up.
+
+    Center update (eqs. 8-9), with ``S_k = sum_{l != k} ||c_l - c_k||^2 + alpha``:
+    ``delta_c_j = sum_i W_{y_i} [y_i = j] (c_j - x_i) / S_{y_i}`` and ``c_j <- c_j - gamma delta_c_j``.
+    The paper prints ``(x_i - c_j)`` in eq. 8, which combined with the minus of eq. 9 would push
+    each center *away* from its own features; its text says centers follow their class, which
+    needs ``(c_j - x_i)``. We implement the text (and test the direction).
+
+    Args:
+        class_weights: ``(K,)`` weights ``W_c = N_min / N_c``.
+        embed_dim: D.
+        alpha: Keeps the denominator positive when centers coincide (1 in the paper).
+        gamma: Center learning rate (1 in the paper).
+        reduction: ``"mean"`` or ``"sum"``.
+    """
+
+    def __init__(
+        self,
+        class_weights: torch.Tensor,
+        embed_dim: int,
+        alpha: float = 1.0,
+        gamma: float = 1.0,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        self.alpha = alpha
+        self.gamma = gamma
+        self.reduction = reduction
+        K = class_weights.numel()
+        self.register_buffer("class_weights", class_weights.float().clone())
+        self.register_buffer("centers", torch.zeros(K, embed_dim))
+
+    def center_spread(self, centers: torch.Tensor | None = None) -> torch.Tensor:
+        """``(K,)`` denominators ``S_k = sum_{l != k} ||c_l - c_k||^2 + alpha``."""
+        c = self.centers if centers is None else centers
+        sq = (c[:, None, :] - c[None, :, :]).pow(2).sum(-1)  # (K, K), zero diagonal
+        return sq.sum(dim=1) + self.alpha
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(m, D)``, target ``(m,)``. Returns a scalar; updates centers when training."""
+        x = x.float()
+        centers = self.centers.clone()
+        spread = self.center_spread(centers)  # centers are not learned by gradient: a constant here
+        w = self.class_weights[target]
+        loss = 0.5 * w * (x - centers[target]).pow(2).sum(dim=1) / spread[target]
+        if self.training:
+            self.update_centers(x.detach(), target)
+        return _reduce(loss, self.reduction)
+
+    @torch.no_grad()
+    def update_centers(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        coef = self.class_weights[target] / self.center_spread()[target]  # (m,)
+        delta = torch.zeros_like(self.centers).index_add_(
+            0, target, coef[:, None] * (self.centers[target] - x)
+        )
+        self.centers -= self.gamma * _all_reduce_sum(delta)
+
+
+class LossOutput(NamedTuple):
+    total: torch.Tensor
+    classification: torch.Tensor
+    auxiliary: torch.Tensor | None
+
+
+class JointLoss(nn.Module):
+    """``L = L_cls + lambda * L_aux`` (eqs. 3 and 5), or ``L_cls`` alone when ``aux`` is None.
+
+    Args:
+        cls_loss: The softmax or weighted-softmax term.
+        aux_loss: A :class:`CenterLoss` or :class:`WeightedClusterLoss`, or None.
+        lam: lambda, the weight of the auxiliary term.
+    """
+
+    def __init__(self, cls_loss: WeightedSoftmaxLoss, aux_loss: nn.Module | None = None, lam: float = 0.0):
+        super().__init__()
+        self.cls_loss = cls_loss
+        self.aux_loss = aux_loss
+        self.lam = lam
+
+    @property
+    def centers(self) -> torch.Tensor | None:
+        return None if self.aux_loss is None else self.aux_loss.centers
+
+    def forward(self, logits: torch.Tensor, embeddings: torch.Tensor, target: torch.Tensor) -> LossOutput:
+        """Args: logits ``(m, K)``, embeddings ``(m, D)``, target ``(m,)``."""
+        cls = self.cls_loss(logits, target)
+        if self.aux_loss is None:
+            return LossOutput(cls, cls.detach(), None)
+        aux = self.aux_loss(embeddings, target)
+        return LossOutput(cls + self.lam * aux, cls.detach(), aux.detach())
+
+
+def build_loss(
+    name: str,
+    class_counts: list[int] | torch.Tensor,
+    embed_dim: int,
+    lam: float | None = None,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    center_rate: float = 0.5,
+    reduction: str = "mean",
+) -> JointLoss:
+    """Build one of the paper's Table 5 settings by name.
+
+    Args:
+        name: One of :data:`LOSS_SETTINGS`.
+        class_counts: ``(K,)`` training images per class, for ``W_c = N_min / N_c``.
+        embed_dim: D, the embedding size.
+        lam: lambda; defaults to the paper's (0.5 with center loss, 1.0 with weighted-cluster).
+        alpha: Weighted-cluster denominator constant.
+        gamma: Weighted-cluster center learning rate.
+        center_rate: Center-loss center learning rate.
+        reduction: ``"mean"`` or ``"sum"`` over the mini-batch.
+    """
+    if name not in LOSS_SETTINGS:
+        raise ValueError(f"unknown loss {name!r}; choose from {LOSS_SETTINGS}")
+    weights = class_weights(class_counts)
+    aux_name, _, cls_name = name.rpartition("+")
+    cls = WeightedSoftmaxLoss(weights if cls_name == "weighted-softmax" else None, reduction)
+    if not aux_name:
+        return JointLoss(cls)
+    K = weights.numel()
+    if aux_name == "center":
+        aux = CenterLoss(K, embed_dim, center_rate, reduction)
+    else:
+        aux = WeightedClusterLoss(weights, embed_dim, alpha, gamma, reduction)
+    return JointLoss(cls, aux, DEFAULT_LAMBDA[aux_name] if lam is None else lam)
+
+
+def class_weights(class_counts: list[int] | torch.Tensor) -> torch.Tensor:
+    """Eq. 6: ``W_c = N_min / N_c``, with ``N_min`` over the classes that have samples.
+
+    Args:
+        class_counts: ``(K,)`` number of training samples per class.
+
+    Returns:
+        ``(K,)`` float weights; a class with no samples gets weight 0 (it cannot be a target).
+    """
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    present = counts > 0
+    if not present.any():
+        raise ValueError("class_counts has no class with samples")
+    n_min = counts[present].min()
+    w = torch.where(present, n_min / counts.clamp(min=1), torch.zeros_like(counts))
+    return w.float()

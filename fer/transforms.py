@@ -1,0 +1,135 @@
+"""Image preprocessing presets, defined once and shared by training, evaluation and serving.
+
+Normalisation belongs to the weights, not to the caller: ImageNet weights want RGB in
+[0, 1] with ImageNet mean/std, the VGGFace2 Caffe release wants BGR in [0, 255] minus a
+mean and no std, a 48x48 grayscale model wants one channel. A :class:`DataConfig` records
+that once, travels inside every checkpoint, and the presets below read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# VGGFace2 SE-ResNet-50 (Caffe) release: BGR channel means on 0-255 pixels, no std.
+VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
+
+
+@dataclass
+class DataConfig:
+    """How pixels must look when they reach a model.
+
+    Attributes:
+        input_size: Side of the square network input, in pixels.
+        in_chans: 1 (grayscale) or 3.
+        mean: Per-channel mean subtracted after scaling, in the model's channel order.
+        std: Per-channel divisor after subtracting the mean.
+        bgr: Whether the model expects BGR channel order (Caffe-style weights).
+        pixel_scale: 1.0 for [0, 1] pixels, 255.0 for [0, 255] pixels.
+        crop_scale: Lower bound of the random-resized-crop area fraction for training.
+    """
+
+    input_size: int = 224
+    in_chans: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    bgr: bool = False
+    pixel_scale: float = 1.0
+    crop_scale: float = 0.8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(x) for x in known[key])
+        return cls(**known)
+
+
+def imagenet_config(input_size: int = 224) -> DataConfig:
+    return DataConfig(input_size=input_size)
+
+
+def vggface2_config(input_size: int = 224) -> DataConfig:
+    return DataConfig(
+        input_size=input_size, mean=VGGFACE2_MEAN_BGR, std=(1.0, 1.0, 1.0), bgr=True,
+        pixel_scale=255.0,
+    )
+
+
+def grayscale_config(input_size: int = 48) -> DataConfig:
+    """Single-channel faces such as FER2013/FERPlus, standardised around mid-grey."""
+    return DataConfig(input_size=input_size, in_chans=1, mean=(0.5,), std=(0.25,), crop_scale=0.7)
+
+
+class _ToModelPixels(torch.nn.Module):
+    """Float tensor in [0, 1], RGB or L -> the model's channel order, scale and normalisation."""
+
+    def __init__(self, cfg: DataConfig):
+        super().__init__()
+        self.bgr = cfg.bgr
+        self.scale = cfg.pixel_scale
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(-1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            x = x.flip(-3)
+        return (x * self.scale - self.mean) / self.std
+
+
+class _ToMode:
+    """Convert a PIL image to the colour mode the model reads (``L`` or ``RGB``)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img if img.mode == self.mode else img.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"ToMode({self.mode})"
+
+
+def _tail(cfg: DataConfig) -> list:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), _ToModelPixels(cfg)]
+
+
+def train_transform(cfg: DataConfig) -> T.Compose:
+    """The paper's augmentation: random crop resized to the input size, random flip.
+
+    Args:
+        cfg: The model's data config.
+
+    Returns:
+        A callable mapping a PIL image to a ``(in_chans, S, S)`` float tensor.
+    """
+    mode = "L" if cfg.in_chans == 1 else "RGB"
+    return T.Compose([
+        _ToMode(mode),
+        T.RandomResizedCrop(cfg.input_size, scale=(cfg.crop_scale, 1.0), antialias=True),
+        T.RandomHorizontalFlip(),
+        *_tail(cfg),
+    ])
+
+
+def eval_transform(cfg: DataConfig) -> T.Compose:
+    """Deterministic preprocessing for evaluation and serving: resize the face to the input size.
+
+    Faces reach the model already cropped (by the dataset or the detector), so the whole
+    crop is resized rather than centre-cropped, keeping chin and brows in view.
+    """
+    mode = "L" if cfg.in_chans == 1 else "RGB"
+    return T.Compose([
+        _ToMode(mode),
+        T.Resize((cfg.input_size, cfg.input_size), antialias=True),
+        *_tail(cfg),
+    ])

@@ -1,0 +1,446 @@
+"""Local backbone weights: safe reading, the VGGFace2 SE-ResNet-50 converter, and loading.
+
+The paper pre-trains SE-ResNet-50 for face identification on VGGFace2. The public release of
+those weights (``senet50_ft_weight.pkl`` / ``senet50_scratch_weight.pkl``) is a latin1 pickle
+of ``{name: numpy array}``, 331 tensors, converted from Caffe. Its names are those of the
+PyTorch ``SENet`` port (``conv1``, ``bn1``, ``layerL.B.conv1..conv5``, ``downsample.0/1``,
+``fc``), where ``conv4``/``conv5`` are the squeeze-and-excitation 1x1 convolutions.
+
+The architecture is Caffe-style: stride on the first 1x1 conv of each bottleneck and a
+ceil-mode max-pool without padding. timm's ``legacy_seresnet50`` is exactly that network, so
+the release maps onto it by renaming alone (see :data:`VGGFACE2_RENAMES`). timm's plain
+``seresnet50`` has the same tensor shapes but strides the 3x3 conv and pads the max-pool: the
+weights would load after a rename and silently compute different features, which is why
+:func:`load_backbone_weights` refuses that combination.
+
+The release expects BGR pixels on 0-255 minus a mean, no std: use
+:func:`fer.transforms.vggface2_config` as the model's data config.
+
+Unpickling runs code chosen by whoever wrote the file, so :func:`safe_load_pickle` only lets
+through the few callables numpy needs to rebuild arrays.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "VGGFACE2_ARCH",
+    "VGGFACE2_RENAMES",
+    "safe_load_pickle",
+    "vggface2_to_timm",
+    "timm_to_vggface2",
+    "read_state_dict",
+    "load_backbone_weights",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: The timm architecture the VGGFace2 release maps onto without any change of computation.
+VGGFACE2_ARCH = "legacy_seresnet50"
+
+#: Substring renames from the release's names to timm ``legacy_seresnet50`` names, applied in
+#: order to every key except the classifier ``fc.*`` (dropped). ``^`` anchors at the start.
+VGGFACE2_RENAMES: tuple[tuple[str, str], ...] = (
+    ("^conv1.", "layer0.conv1."),
+    ("^bn1.", "layer0.bn1."),
+    (".conv4.", ".se_module.fc1."),
+    (".conv5.", ".se_module.fc2."),
+)
+
+# Tensors in the release: stem 5, 16 bottlenecks x 19, 4 downsamples x 5, fc 2.
+_VGGFACE2_NUM_TENSORS = 331
+
+_CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "head.", "classifier.")
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+_SUPPORTED = (".safetensors", *_TORCH_SUFFIXES, ".pkl")
+
+
+# --------------------------------------------------------------------------------------------
+# Restricted unpickling
+# --------------------------------------------------------------------------------------------
+
+def _numpy_attr(name: str, modules: tuple[str, ...]) -> Any:
+    """Return ``name`` from the first importable numpy-internal module (numpy 1.x / 2.x)."""
+    for module in modules:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"numpy provides none of {[m + '.' + name for m in modules]}")
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` limited to latin1: how protocol-2 pickles from Python 3 store bytes."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(
+            f"refusing _codecs.encode with encoding {encoding!r} (only latin1 is allowed)"
+        )
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> Mapping[tuple[str, str], Any]:
+    """The only globals a weights pickle may reference: what numpy needs to rebuild arrays."""
+    multiarray = ("numpy._core.multiarray", "numpy.core.multiarray")
+    numeric = ("numpy._core.numeric", "numpy.core.numeric")
+    reconstruct = _numpy_attr("_reconstruct", multiarray)
+    scalar = _numpy_attr("scalar", multiarray)
+    frombuffer = _numpy_attr("_frombuffer", numeric)  # protocol-5 pickles of arrays
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("collections", "OrderedDict"): OrderedDict,
+    }
+    # Files name numpy's internals by the module path of the numpy version that wrote them.
+    for module in multiarray:
+        allowed[(module, "_reconstruct")] = reconstruct
+        allowed[(module, "scalar")] = scalar
+    for module in numeric:
+        allowed[(module, "_frombuffer")] = frombuffer
+    return MappingProxyType(allowed)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals listed by :func:`_allowed_globals`."""
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load global '{module}.{name}': a weights pickle may only contain "
+                "numpy arrays; this file would run other code when unpickled"
+            ) from None
+
+
+def safe_load_pickle(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a pickle of ``{name: numpy array}`` without executing code from the file.
+
+    Args:
+        path: Pickle file, e.g. the VGGFace2 ``senet50_ft_weight.pkl`` (written by Python 2,
+            hence decoded with ``encoding="latin1"``).
+
+    Returns:
+        The dictionary, with ``str`` keys and ``np.ndarray`` values.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        pickle.UnpicklingError: The file references anything but numpy array machinery
+            (``os.system``, ``builtins.eval``, a class...), or is not a valid pickle.
+        TypeError: The top-level object is not a dict of str to ndarray.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with path.open("rb") as f:
+        try:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+        except pickle.UnpicklingError:
+            raise
+        except Exception as e:  # truncated files etc. surface as EOFError, ValueError...
+            raise pickle.UnpicklingError(f"{path}: not a readable pickle ({e})") from e
+    if not isinstance(obj, dict):
+        raise TypeError(f"{path}: expected a dict of name -> numpy array, got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    if bad:
+        sample = ", ".join(f"{k!r}: {type(obj[k]).__name__}" for k in bad[:5])
+        raise TypeError(f"{path}: expected str -> numpy array entries, found {sample}")
+    return dict(obj)
+
+
+# --------------------------------------------------------------------------------------------
+# VGGFace2 <-> timm legacy_seresnet50
+# --------------------------------------------------------------------------------------------
+
+def _vgg_to_timm_key(key: str) -> str:
+    """``conv1.weight`` -> ``layer0.conv1.weight``; ``layer1.0.conv4.bias`` -> ``...se_module.fc1.bias``."""
+    for old, new in VGGFACE2_RENAMES:
+        if old.startswith("^"):
+            if key.startswith(old[1:]):
+                key = new + key[len(old) - 1:]
+        else:
+            key = key.replace(old, new)
+    return key
+
+
+def _timm_to_vgg_key(key: str) -> str:
+    """Inverse of :func:`_vgg_to_timm_key` (``last_linear`` becomes ``fc``)."""
+    if key.startswith("last_linear."):
+        return "fc." + key[len("last_linear."):]
+    for old, new in VGGFACE2_RENAMES:
+        if old.startswith("^"):
+            if key.startswith(new):
+                key = old[1:] + key[len(new):]
+        else:
+            key = key.replace(new, old)
+    return key
+
+
+def _reference_shapes(arch: str) -> dict[str, torch.Size]:
+    """Parameter/buffer shapes of timm ``arch`` without a classifier (built on the meta device)."""
+    import timm  # local: importing timm is slow and only this path needs it
+
+    with torch.device("meta"):
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
+    return {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def vggface2_to_timm(raw: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Rename the VGGFace2 SE-ResNet-50 release into a timm ``legacy_seresnet50`` state dict.
+
+    Mapping (everything else, e.g. ``layer2.0.bn3.running_var`` or
+    ``layer3.0.downsample.1.weight``, keeps its name)::
+
+        conv1.*               -> layer0.conv1.*
+        bn1.*                 -> layer0.bn1.*
+        layerL.B.conv4.*      -> layerL.B.se_module.fc1.*
+        layerL.B.conv5.*      -> layerL.B.se_module.fc2.*
+        fc.*                  -> dropped (8631 VGGFace2 identities)
+
+    Args:
+        raw: ``{name: array}`` as returned by :func:`safe_load_pickle`.
+
+    Returns:
+        ``{timm name: float tensor}`` covering every ``legacy_seresnet50`` parameter and BN
+        buffer (``num_batches_tracked`` excluded), no classifier.
+
+    Raises:
+        ValueError: Names or shapes do not match ``legacy_seresnet50`` after renaming (the
+            message lists the missing, unexpected and mis-shaped keys).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        if key.startswith("fc."):
+            continue
+        # np.array(copy) so the tensor owns writable, contiguous memory (pickled arrays may not).
+        out[_vgg_to_timm_key(key)] = torch.from_numpy(np.array(value, copy=True))
+
+    expected = _reference_shapes(VGGFACE2_ARCH)
+    got = {k: v for k, v in out.items() if not k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    mis_shaped = sorted(
+        f"{k}: file {tuple(got[k].shape)} vs model {tuple(expected[k])}"
+        for k in set(got) & set(expected) if got[k].shape != expected[k]
+    )
+    if missing or unexpected or mis_shaped:
+        raise ValueError(
+            f"not a VGGFace2 SE-ResNet-50 weights file ({len(raw)} tensors, the release has "
+            f"{_VGGFACE2_NUM_TENSORS}): after renaming to timm {VGGFACE2_ARCH}, "
+            f"{_summarise(missing, unexpected, mis_shaped)}"
+        )
+    return out
+
+
+def timm_to_vggface2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Rename a timm ``legacy_seresnet50`` state dict into the VGGFace2 release's layout.
+
+    The inverse of :func:`vggface2_to_timm`, useful to write test fixtures or to export a
+    fine-tuned backbone for tools that read the release. ``last_linear.*`` becomes ``fc.*``;
+    ``num_batches_tracked`` buffers are dropped (the release has none).
+
+    Args:
+        state_dict: ``legacy_seresnet50`` state dict, with or without classifier.
+
+    Returns:
+        ``{release name: float32 numpy array}``; 331 entries when a classifier is present.
+    """
+    return {
+        _timm_to_vgg_key(k): v.detach().cpu().numpy().astype(np.float32, copy=True)
+        for k, v in state_dict.items()
+        if not k.endswith("num_batches_tracked")
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and loading local weights
+# --------------------------------------------------------------------------------------------
+
+def _summarise(missing: list[str], unexpected: list[str], mis_shaped: list[str], n: int = 8) -> str:
+    def fmt(name: str, items: list[str]) -> str:
+        more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
+        return f"{len(items)} {name} [{', '.join(items[:n])}{more}]"
+
+    return "; ".join(fmt(name, items) for name, items in
+                     (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
+                     if items) or "no differences"
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or ``{"state_dict" | "model": state_dict, ...}``."""
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise TypeError(
+            f"{path}: expected a state dict of name -> tensor (optionally under 'state_dict' or "
+            f"'model'), got {type(obj).__name__}"
+        )
+    # DataParallel / DDP checkpoints prefix every name with "module.".
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a local weights file into a timm-style state dict on the CPU.
+
+    Args:
+        path: ``.safetensors``; ``.pth``/``.pt``/``.bin`` (read with ``weights_only=True``;
+            ``{"state_dict"|"model": ...}`` wrappers and ``module.`` prefixes are removed);
+            or ``.pkl``, the VGGFace2 SE-ResNet-50 release, converted to ``legacy_seresnet50``
+            names by :func:`vggface2_to_timm`.
+
+    Returns:
+        ``{name: tensor}``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Unsupported extension, or a ``.pkl`` that is not the VGGFace2 release.
+        pickle.UnpicklingError: A ``.pkl``/``.pth`` that tries to run code.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _SUPPORTED:
+        raise ValueError(
+            f"unsupported weights file '{path.name}': expected one of {', '.join(_SUPPORTED)}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if suffix == ".pkl":
+        return vggface2_to_timm(safe_load_pickle(path))
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _unwrap(load_file(str(path), device="cpu"), path)
+    return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
+
+
+def _architecture(model: nn.Module) -> str | None:
+    """The timm architecture name a model was created as, when it records one."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, Mapping) and cfg.get("architecture"):
+        return str(cfg["architecture"])
+    return None
+
+
+def _is_classifier(key: str) -> bool:
+    return key.startswith(_CLASSIFIER_PREFIXES)
+
+
+_LEGACY_ADVICE = (
+    f"create the backbone with timm.create_model('{VGGFACE2_ARCH}'): timm 'seresnet50' has the "
+    "same shapes but strides the 3x3 conv and pads the max-pool, so it would compute different "
+    "features"
+)
+
+
+def _legacy_hint(state_dict: Mapping[str, Any], model_keys: Mapping[str, Any]) -> str:
+    """Advice for the common mistake of loading Caffe-style SE-ResNet weights into timm's other one."""
+    if "layer0.conv1.weight" in state_dict and "layer0.conv1.weight" not in model_keys:
+        return f" These look like {VGGFACE2_ARCH} weights (e.g. VGGFace2): {_LEGACY_ADVICE}."
+    return ""
+
+
+def load_backbone_weights(
+    backbone: nn.Module,
+    path: str | Path,
+    *,
+    expect: str | None = None,
+    max_missing: int = 3,
+) -> None:
+    """Load a local weights file into a timm backbone, refusing anything that does not fit.
+
+    Classifier tensors (``fc.*``, ``last_linear.*``, ``head.*``, ``classifier.*``) are dropped
+    when the backbone has no such tensor or a different shape (a new head), and the
+    backbone's own classifier is left as initialised. Every other tensor must match by name
+    and shape. Differences are logged.
+
+    Args:
+        backbone: A timm model, e.g. ``timm.create_model("legacy_seresnet50", num_classes=0)``.
+        path: Weights file; see :func:`read_state_dict` for the accepted formats.
+        expect: timm architecture the file was made for (e.g. ``"legacy_seresnet50"``). When
+            given, and the backbone records its architecture (timm's ``pretrained_cfg``), the two
+            must agree: this catches weights that fit by shape but not by computation. ``.pkl``
+            files (VGGFace2 release) always expect ``legacy_seresnet50``.
+        max_missing: How many non-classifier backbone tensors may be absent from the file
+            (they stay as initialised, with a warning) before loading is refused.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Unsupported file; architecture differs from ``expect``; more than
+            ``max_missing`` backbone tensors missing; or a non-classifier shape mismatch.
+    """
+    path = Path(path)
+    is_vggface2 = path.suffix.lower() == ".pkl"
+    if is_vggface2:
+        if expect not in (None, VGGFACE2_ARCH):
+            raise ValueError(
+                f"{path.name}: a .pkl is read as the VGGFace2 release, which is {VGGFACE2_ARCH} "
+                f"weights, not {expect!r}"
+            )
+        expect = VGGFACE2_ARCH
+    arch = _architecture(backbone)
+    if expect is not None and arch is not None and arch != expect:
+        hint = f" To use them, {_LEGACY_ADVICE}." if expect == VGGFACE2_ARCH else ""
+        raise ValueError(f"{path.name} holds {expect} weights but the backbone is timm {arch!r}.{hint}")
+
+    state_dict = read_state_dict(path)
+    model_sd = backbone.state_dict()
+
+    dropped = []
+    for key in list(state_dict):
+        in_model = key in model_sd
+        if _is_classifier(key) and (not in_model or model_sd[key].shape != state_dict[key].shape):
+            dropped.append(key)
+            del state_dict[key]
+        elif key.endswith("num_batches_tracked") and not in_model:
+            del state_dict[key]
+
+    mis_shaped = sorted(
+        f"{k}: file {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}"
+        for k, v in state_dict.items() if k in model_sd and v.shape != model_sd[k].shape
+    )
+    missing = sorted(
+        k for k in model_sd
+        if k not in state_dict and not k.endswith("num_batches_tracked") and not _is_classifier(k)
+    )
+    unexpected = sorted(k for k in state_dict if k not in model_sd)
+    if mis_shaped or len(missing) > max_missing:
+        raise ValueError(
+            f"{path.name} does not fit the backbone ({arch or type(backbone).__name__}): "
+            f"{_summarise(missing, unexpected, mis_shaped)}.{_legacy_hint(state_dict, model_sd)}"
+        )
+
+    backbone.load_state_dict(
+        {k: v for k, v in state_dict.items() if k in model_sd}, strict=False
+    )
+    loaded = sum(k in model_sd for k in state_dict)
+    _logger.info("loaded %d tensors from %s into %s", loaded, path, arch or type(backbone).__name__)
+    if dropped:
+        _logger.info("dropped classifier tensors that do not fit the new head: %s", dropped)
+    head_new = [k for k in model_sd if _is_classifier(k) and k not in state_dict]
+    if head_new:
+        _logger.info("classifier tensors left as initialised: %s", head_new)
+    if missing or unexpected:
+        _logger.warning("%s: %s", path.name, _summarise(missing, unexpected, []))

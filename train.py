@@ -1,0 +1,306 @@
+"""Fine-tune a FER model with the weighted-cluster loss or any baseline of the paper's Tables 5-6.
+
+Examples:
+    # The paper's proposed setting on AffectNet (its 500-per-class validation split):
+    python train.py --data /data/AffectNet --model legacy_seresnet50 --pretrained vggface2 \\
+        --weights senet50_ft_weight.pkl --loss weighted-cluster+weighted-softmax
+    # Every loss of Table 5 (x both pre-trainings), one run after another:
+    python train.py --data /data/AffectNet --preset table5 --weights senet50_ft_weight.pkl
+    # The small CPU model on FERPlus:
+    python train.py --data ../shared/data/ferplus --model fer_resnet --epochs 30
+    # Several GPUs:
+    torchrun --nproc_per_node 4 train.py --data ... --loss weighted-cluster+weighted-softmax
+
+A run writes ``<out>/<run-name>/``: ``args.json``, ``log.jsonl`` (one line per epoch),
+``checkpoint_last.pt`` and ``checkpoint_best.pt``. ``--resume`` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from fer.checkpoint import load_checkpoint, save_checkpoint
+from fer.data import open_dataset
+from fer.engine import predict_loader, train_one_epoch
+from fer.losses import LOSS_SETTINGS, build_loss
+from fer.metrics import ClassificationEvaluator
+from fer.models import PRETRAINED_CHOICES, create_model, list_models
+from fer.transforms import eval_transform, train_transform
+
+# Presets that rerun a whole table of the paper: (model, pretrained) x the five losses.
+PRESETS = {
+    "table5": [("legacy_seresnet50", "none"), ("legacy_seresnet50", "vggface2")],
+    "table6": [("resnet50", "none"), ("resnet50", "imagenet")],
+    "losses": [],  # the five losses on whatever --model/--pretrained say
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Train a facial expression recognition model (Ngo & Yoon 2020 recipe).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=__doc__.split("Examples:")[1] if __doc__ else None,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="dataset root (AffectNet, FERPlus, FER2013 csv or folders, RAF-DB, image folder)")
+    g.add_argument("--format", default="auto", help="dataset format; 'auto' detects it from the files")
+    g.add_argument("--train-split", default="train")
+    g.add_argument("--val-split", default="val", help="split used for model selection ('none' to skip)")
+    g.add_argument("--max-per-class", type=int, default=None, help="cap training images per class (small smoke runs)")
+    g.add_argument("--val-max-per-class", type=int, default=None, help="cap validation images per class")
+    g.add_argument("--cache", action="store_true", help="keep decoded images in RAM (small 48x48 datasets)")
+    g.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) // 2)))
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="legacy_seresnet50", choices=list_models())
+    g.add_argument("--pretrained", default="none", choices=PRETRAINED_CHOICES,
+                   help="'vggface2' needs --weights senet50_*_weight.pkl; 'imagenet' uses --weights or the timm hub")
+    g.add_argument("--weights", default=None, help="local backbone weights (.pkl VGGFace2 release, .safetensors, .pth)")
+    g.add_argument("--freeze-stages", type=int, default=None,
+                   help="stages to freeze, stem first (default: 3 when pre-trained, as the paper; 0 from scratch)")
+    g.add_argument("--input-size", type=int, default=None, help="network input side (default: 224, or 48 for fer_resnet)")
+    g.add_argument("--in-chans", type=int, default=None, help="input channels (default: 1 for fer_resnet, else 3)")
+    g.add_argument("--embed-dim", type=int, default=512)
+
+    g = p.add_argument_group("loss")
+    g.add_argument("--loss", default="weighted-cluster+weighted-softmax", choices=LOSS_SETTINGS)
+    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="run the five losses for every (model, pre-training) pair of a paper table")
+    g.add_argument("--lam", type=float, default=None, help="lambda (default: 0.5 center, 1.0 weighted-cluster)")
+    g.add_argument("--alpha", type=float, default=1.0, help="weighted-cluster denominator constant")
+    g.add_argument("--gamma", type=float, default=1.0, help="weighted-cluster center learning rate")
+    g.add_argument("--center-rate", type=float, default=0.5, help="center-loss center learning rate")
+    g.add_argument("--reduction", default="mean", choices=("mean", "sum"), help="loss over the mini-batch")
+
+    g = p.add_argument_group("optimisation (defaults: the paper's section 4.3)")
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=None, help="global batch (default: 36 fine-tuning, 30 from scratch)")
+    g.add_argument("--lr", type=float, default=None, help="default: 1e-3 fine-tuning, 1e-2 from scratch")
+    g.add_argument("--lr-step", type=int, default=10, help="halve the learning rate every this many epochs")
+    g.add_argument("--lr-decay", type=float, default=0.5)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (GPU only)")
+    g.add_argument("--select-metric", default="accuracy", help="validation metric that picks checkpoint_best")
+    g.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many steps (smoke tests)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default="runs", help="folder for run folders")
+    g.add_argument("--run-name", default=None, help="default: <dataset>-<model>-<pretrained>-<loss>")
+    g.add_argument("--resume", action="store_true", help="continue <out>/<run-name>/checkpoint_last.pt if present")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars (logs only)")
+    return p.parse_args(argv)
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on other arguments (the paper's fine-tune vs scratch recipe)."""
+    finetune = args.pretrained != "none" or args.weights is not None
+    args.batch_size = args.batch_size or (36 if finetune else 30)
+    args.lr = args.lr or (1e-3 if finetune else 1e-2)
+    if args.freeze_stages is None:
+        args.freeze_stages = 3 if finetune else 0
+    if args.in_chans is None:
+        args.in_chans = 1 if args.model == "fer_resnet" else 3
+    if args.run_name is None:
+        dataset = Path(args.data).resolve().name.lower()
+        args.run_name = f"{dataset}-{args.model}-{args.pretrained}-{args.loss}"
+    return args
+
+
+def setup_distributed(device_arg: str) -> tuple[torch.device, int, int]:
+    """Start torch.distributed when launched by torchrun. Returns ``(device, rank, world)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device_arg in ("auto",) or device_arg.startswith("cuda")
+    if world > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        if cuda:
+            torch.cuda.set_device(local_rank)
+            return torch.device("cuda", local_rank), dist.get_rank(), world
+        return torch.device("cpu"), dist.get_rank(), world
+    if device_arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), 0, 1
+    return torch.device(device_arg), 0, 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or choice == "off":
+        return None
+    if choice == "fp16":
+        return torch.float16
+    return torch.bfloat16  # auto and bf16: no loss scaling needed
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train one run end to end. Returns the best validation metrics."""
+    device, rank, world = setup_distributed(args.device)
+    is_main = rank == 0
+    run_dir = Path(args.out) / args.run_name
+    seed_everything(args.seed)
+
+    # Data. The train and eval presets come from the model's data config, so build the model first.
+    data_kw = dict(fmt=args.format, seed=args.seed, cache=args.cache)
+    train_set = open_dataset(args.data, args.train_split, max_per_class=args.max_per_class, **data_kw)
+    classes = list(train_set.classes)
+    counts = train_set.class_counts()
+    model = create_model(
+        args.model, len(classes), pretrained=args.pretrained, weights=args.weights,
+        embed_dim=args.embed_dim, freeze_stages=args.freeze_stages, in_chans=args.in_chans,
+        input_size=args.input_size,
+    ).to(device)
+    train_set.transform = train_transform(model.data_config)
+    val_set = None
+    if args.val_split != "none":
+        val_set = open_dataset(
+            args.data, args.val_split, transform=eval_transform(model.data_config),
+            max_per_class=args.val_max_per_class, **data_kw,
+        )
+        if list(val_set.classes) != classes:
+            raise ValueError(f"train classes {classes} differ from {args.val_split} classes {val_set.classes}")
+    if is_main:
+        print(train_set.describe())
+        if val_set is not None:
+            print(val_set.describe())
+
+    criterion = build_loss(
+        args.loss, counts, args.embed_dim, lam=args.lam, alpha=args.alpha, gamma=args.gamma,
+        center_rate=args.center_rate, reduction=args.reduction,
+    ).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_decay)
+    dtype = amp_dtype(args.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    start_epoch, best = 0, {args.select_metric: -1.0}
+    last_path = run_dir / "checkpoint_last.pt"
+    if args.resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        criterion.load_state_dict(ckpt["criterion"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = ckpt["meta"]["epoch"] + 1
+        best = ckpt["extra_state"].get("best", best)
+        if is_main:
+            print(f"resumed {last_path} at epoch {start_epoch}")
+    elif is_main and (run_dir / "log.jsonl").exists():
+        (run_dir / "log.jsonl").unlink()  # a fresh run must not append to an old log
+
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    per_rank_batch = max(1, args.batch_size // world)
+    loader_kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True) if world > 1 else None
+    generator = torch.Generator()
+    train_loader = DataLoader(
+        train_set, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+        drop_last=True, generator=generator, **loader_kw,
+    )
+    val_loader = None if val_set is None else DataLoader(val_set, batch_size=2 * per_rank_batch, **loader_kw)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_set)} training images is less than one batch of {per_rank_batch}")
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+        n_train = sum(p.numel() for p in params)
+        print(f"run {args.run_name}: {args.model} ({n_train / 1e6:.1f}M trainable), loss {args.loss}, "
+              f"{len(train_set)} train images, device {device} x{world}, batch {args.batch_size}, lr {args.lr}")
+
+    for epoch in range(start_epoch, args.epochs):
+        # Seeding per epoch makes a resumed run draw the same shuffles and augmentations.
+        seed_everything(args.seed + epoch)
+        generator.manual_seed(args.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(
+            net, criterion, optimizer, train_loader, device, epoch, amp_dtype=dtype, scaler=scaler,
+            max_steps=args.max_steps, show_progress=is_main and not args.no_progress,
+        )
+        scheduler.step()
+
+        record = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
+        if is_main and val_loader is not None:
+            out = predict_loader(model, val_loader, device, amp_dtype=dtype, show_progress=not args.no_progress, desc="val")
+            evaluator = ClassificationEvaluator(classes)
+            evaluator.process(out["logits"], out["targets"])
+            metrics = evaluator.compute()
+            record.update({f"val_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")})
+            record.update({f"val_recall_{c}": metrics["per_class"][c]["recall"] for c in classes})
+        if is_main:
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            score = record.get(f"val_{args.select_metric}", -record["train_loss"])
+            improved = score > best[args.select_metric]
+            if improved:
+                best = {args.select_metric: score, "epoch": epoch}
+            ckpt_kw = dict(
+                classes=classes, model_name=args.model, args=vars(args), epoch=epoch, optimizer=optimizer,
+                scheduler=scheduler, scaler=scaler, criterion=criterion, run_name=args.run_name,
+                metrics={k: v for k, v in record.items() if k.startswith("val_")},
+                extra_state={"best": best, "class_counts": list(counts)},
+            )
+            save_checkpoint(last_path, model, **ckpt_kw)
+            if improved:
+                save_checkpoint(run_dir / "checkpoint_best.pt", model, **ckpt_kw)
+            val = f"val acc {record['val_accuracy']:.4f} f1 {record['val_f1']:.4f}" if "val_accuracy" in record else ""
+            print(f"epoch {epoch}: lr {lr:.2e} loss {stats['loss']:.4f} train acc {stats['accuracy']:.4f} "
+                  f"{val} {stats['images_per_s']:.0f} img/s{' *best*' if improved else ''}", flush=True)
+        if world > 1:
+            dist.barrier()
+
+    if world > 1:
+        dist.destroy_process_group()
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.preset is None:
+        train(resolve_defaults(args))
+        return 0
+    pairs = PRESETS[args.preset] or [(args.model, args.pretrained)]
+    base_name = args.run_name
+    for model_name, pretrained in pairs:
+        for loss in LOSS_SETTINGS:
+            run = argparse.Namespace(**vars(args))
+            run.model, run.pretrained, run.loss, run.preset = model_name, pretrained, loss, None
+            if pretrained == "none":
+                run.weights = None
+            run.run_name = f"{base_name}-{model_name}-{pretrained}-{loss}" if base_name else None
+            for key in ("batch_size", "lr", "freeze_stages", "in_chans"):  # recomputed per setting
+                if getattr(args, key) is None:
+                    setattr(run, key, None)
+            train(resolve_defaults(run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
