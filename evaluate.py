@@ -231,7 +231,11 @@ def evaluate_checkpoint(ckpt: str | Path, args: argparse.Namespace, device: torc
 def default_run_name(ckpt: str | Path, train_run: str | None, dataset: str, split: str) -> str:
     """``<training run or checkpoint stem>__<dataset>-<split>``."""
     stem = Path(ckpt).stem
-    base = train_run if train_run and stem in ("best", "last", "checkpoint") else stem
+    # train.py writes <run>/checkpoint_best.pt and checkpoint_last.pt: name those by the run.
+    generic = {"best", "last", "checkpoint", "checkpoint_best", "checkpoint_last", "model"}
+    base = train_run if train_run and stem in generic else stem
+    if stem == "checkpoint_last" or stem == "last":
+        base += "-last"
     return f"{base}__{dataset}-{split}"
 
 

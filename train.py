@@ -46,11 +46,16 @@ PRESETS = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the examples' line breaks."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        prog="train.py",
         description="Train a facial expression recognition model (Ngo & Yoon 2020 recipe).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog=__doc__.split("Examples:")[1] if __doc__ else None,
+        formatter_class=_HelpFormatter,
+        epilog="Examples:" + __doc__.split("Examples:")[1],
     )
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, help="dataset root (AffectNet, FERPlus, FER2013 csv or folders, RAF-DB, image folder)")
@@ -243,6 +248,7 @@ def train(args: argparse.Namespace) -> dict:
         stats = train_one_epoch(
             net, criterion, optimizer, train_loader, device, epoch, amp_dtype=dtype, scaler=scaler,
             max_steps=args.max_steps, show_progress=is_main and not args.no_progress,
+            log_every=100 if is_main and args.no_progress else 0,
         )
         scheduler.step()
 

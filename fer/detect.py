@@ -153,7 +153,8 @@ class HaarCascadeDetector:
         scale_factor: Image pyramid step of ``detectMultiScale``.
         min_neighbors: Overlapping raw detections needed to keep a face (higher: fewer
             false positives).
-        min_size: Smallest face side searched, in pixels of the *detection* image.
+        min_size: Smallest face side searched, in pixels of the *detection* image (the
+            cascade's own window is 24 px; larger values are faster).
         max_side: Frames whose longer side exceeds this are downscaled before detection
             (boxes are mapped back): the cascade's cost grows with the pixel count.
     """
@@ -165,7 +166,7 @@ class HaarCascadeDetector:
         cascade: str = "haarcascade_frontalface_default.xml",
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
-        min_size: int = 20,
+        min_size: int = 24,
         max_side: int = 640,
     ):
         cv2 = _import_cv2()

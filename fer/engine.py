@@ -55,8 +55,12 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     max_steps: int | None = None,
     show_progress: bool = True,
+    log_every: int = 0,
 ) -> dict:
     """Train for one pass over ``loader``.
+
+    ``log_every`` > 0 prints a plain progress line every that many steps, for logs written
+    to files where a progress bar would be noise.
 
     Returns:
         ``{"loss", "loss_cls", "loss_aux", "accuracy", "images", "seconds", "images_per_s"}``,
@@ -96,6 +100,10 @@ def train_one_epoch(
         sums["loss_aux"] += 0.0 if out.auxiliary is None else out.auxiliary.item() * n
         sums["correct"] += (logits.argmax(1) == target).sum().item()
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['correct'] / seen:.3f}")
+        if log_every and (step + 1) % log_every == 0:
+            rate = seen / (time.perf_counter() - start)
+            print(f"  epoch {epoch} step {step + 1}/{total}: loss {sums['loss'] / seen:.4f} "
+                  f"acc {sums['correct'] / seen:.3f} {rate:.0f} img/s", flush=True)
     seconds = time.perf_counter() - start
     seen = max(seen, 1)
     return {

@@ -124,10 +124,11 @@ def _open_and_decode(fh, name: str, max_pixels: int) -> Image.Image:
     w, h = img.size
     if w * h > max_pixels:
         if img.format == "JPEG":
-            # draft() picks the largest 1/1, 1/2, 1/4, 1/8 DCT scale not smaller than the
-            # requested size; ask for the size that fits the cap.
-            scale = (max_pixels / (w * h)) ** 0.5
-            img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+            # The decoder can shrink by 1/2, 1/4 or 1/8 (DCT scaling); draft() picks the
+            # largest factor f with size // requested >= f, so request (w // f, h // f).
+            fits = [f for f in (2, 4, 8) if -(-w // f) * -(-h // f) <= max_pixels]
+            if fits:
+                img.draft("RGB", (w // fits[0], h // fits[0]))
         if img.size[0] * img.size[1] > max_pixels:
             raise ImageError(
                 f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the "

@@ -150,6 +150,8 @@ def create_model(
             "VGGFace2 SE-ResNet-50 weights are Caffe-style (stride on the first 1x1 conv) and only "
             "compute the right features in 'legacy_seresnet50', not " + repr(name)
         )
+    if weights is not None and Path(weights).suffix == ".pkl" and pretrained != "vggface2":
+        raise ValueError("a .pkl weights file is the VGGFace2 release: pass pretrained='vggface2'")
     if pretrained == "vggface2" and weights is None:
         raise ValueError("pretrained='vggface2' needs weights=PATH to senet50_ft_weight.pkl")
 

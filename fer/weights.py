@@ -129,6 +129,10 @@ class _ArrayUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _dtype_note(value: Any) -> str:
+    return f"(dtype={value.dtype})" if isinstance(value, np.ndarray) else ""
+
+
 def safe_load_pickle(path: str | Path) -> dict[str, np.ndarray]:
     """Read a pickle of ``{name: numpy array}`` without executing code from the file.
 
@@ -143,7 +147,7 @@ def safe_load_pickle(path: str | Path) -> dict[str, np.ndarray]:
         FileNotFoundError: ``path`` does not exist.
         pickle.UnpicklingError: The file references anything but numpy array machinery
             (``os.system``, ``builtins.eval``, a class...), or is not a valid pickle.
-        TypeError: The top-level object is not a dict of str to ndarray.
+        TypeError: The top-level object is not a dict of str to (non-object) ndarray.
     """
     path = Path(path)
     if not path.is_file():
@@ -157,9 +161,11 @@ def safe_load_pickle(path: str | Path) -> dict[str, np.ndarray]:
             raise pickle.UnpicklingError(f"{path}: not a readable pickle ({e})") from e
     if not isinstance(obj, dict):
         raise TypeError(f"{path}: expected a dict of name -> numpy array, got {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    # Object arrays hold arbitrary Python objects, never weights.
+    bad = [k for k, v in obj.items()
+           if not isinstance(k, str) or not isinstance(v, np.ndarray) or v.dtype.hasobject]
     if bad:
-        sample = ", ".join(f"{k!r}: {type(obj[k]).__name__}" for k in bad[:5])
+        sample = ", ".join(f"{k!r}: {type(obj[k]).__name__}{_dtype_note(obj[k])}" for k in bad[:5])
         raise TypeError(f"{path}: expected str -> numpy array entries, found {sample}")
     return dict(obj)
 
@@ -169,7 +175,7 @@ def safe_load_pickle(path: str | Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 def _vgg_to_timm_key(key: str) -> str:
-    """``conv1.weight`` -> ``layer0.conv1.weight``; ``layer1.0.conv4.bias`` -> ``...se_module.fc1.bias``."""
+    """Release name -> timm name: ``layer1.0.conv4.bias`` -> ``layer1.0.se_module.fc1.bias``."""
     for old, new in VGGFACE2_RENAMES:
         if old.startswith("^"):
             if key.startswith(old[1:]):
@@ -198,7 +204,9 @@ def _reference_shapes(arch: str) -> dict[str, torch.Size]:
 
     with torch.device("meta"):
         model = timm.create_model(arch, pretrained=False, num_classes=0)
-    return {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    return {
+        k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
 
 
 def vggface2_to_timm(raw: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -317,6 +325,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: Unsupported extension, or a ``.pkl`` that is not the VGGFace2 release.
+        TypeError: The file does not hold a ``{name: tensor}`` mapping.
         pickle.UnpicklingError: A ``.pkl``/``.pth`` that tries to run code.
     """
     path = Path(path)
@@ -356,7 +365,7 @@ _LEGACY_ADVICE = (
 
 
 def _legacy_hint(state_dict: Mapping[str, Any], model_keys: Mapping[str, Any]) -> str:
-    """Advice for the common mistake of loading Caffe-style SE-ResNet weights into timm's other one."""
+    """Advice for loading Caffe-style SE-ResNet weights into timm's other SE-ResNet."""
     if "layer0.conv1.weight" in state_dict and "layer0.conv1.weight" not in model_keys:
         return f" These look like {VGGFACE2_ARCH} weights (e.g. VGGFace2): {_LEGACY_ADVICE}."
     return ""
@@ -392,8 +401,8 @@ def load_backbone_weights(
             ``max_missing`` backbone tensors missing; or a non-classifier shape mismatch.
     """
     path = Path(path)
-    is_vggface2 = path.suffix.lower() == ".pkl"
-    if is_vggface2:
+    state_dict = read_state_dict(path)  # first, so a bad path is reported as such
+    if path.suffix.lower() == ".pkl":
         if expect not in (None, VGGFACE2_ARCH):
             raise ValueError(
                 f"{path.name}: a .pkl is read as the VGGFace2 release, which is {VGGFACE2_ARCH} "
@@ -403,9 +412,10 @@ def load_backbone_weights(
     arch = _architecture(backbone)
     if expect is not None and arch is not None and arch != expect:
         hint = f" To use them, {_LEGACY_ADVICE}." if expect == VGGFACE2_ARCH else ""
-        raise ValueError(f"{path.name} holds {expect} weights but the backbone is timm {arch!r}.{hint}")
+        raise ValueError(
+            f"{path.name} holds {expect} weights but the backbone is timm {arch!r}.{hint}"
+        )
 
-    state_dict = read_state_dict(path)
     model_sd = backbone.state_dict()
 
     dropped = []

@@ -83,11 +83,11 @@ def test_help_explains_itself(capsys):
 
 
 def test_evaluate_folder_writes_results(tmp_path, folder7, capsys):
-    ckpt = _checkpoint(tmp_path / "fer7" / "best.pt", FER2013)
+    ckpt = _checkpoint(tmp_path / "fer7" / "checkpoint_best.pt", FER2013)
     out = tmp_path / "results"
     assert _run("--checkpoint", ckpt, "--data", folder7, "--split", "val", "--out", out) == 0
     runs = results.list_runs(out)
-    assert runs == ["fer7__fer2013-val"]  # training run name (best.pt's folder) + data + split
+    assert runs == ["fer7__fer2013-val"]  # training run name (checkpoint_best.pt's folder) + data + split
     run_dir = out / runs[0]
     for f in ("metrics.json", "confusion.csv", "confusion_normalized.csv", "embeddings.npz"):
         assert (run_dir / f).is_file(), f
@@ -185,3 +185,27 @@ def test_real_paper_tables():
         pytest.skip("shared reference tables not available")
     df = results.load_paper_tables(path)
     assert len(df) == 20 and df["accuracy"].max() == pytest.approx(60.70)
+
+
+def test_safetensors_with_centers(tmp_path, folder7):
+    from fer.checkpoint import export_safetensors
+
+    class Centers(torch.nn.Module):  # stands in for a cluster loss holding class centers
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("centers", torch.randn(7, 512))
+
+    torch.manual_seed(0)
+    model = create_model("fer_resnet", num_classes=7, in_chans=1)
+    pt = save_checkpoint(tmp_path / "wc" / "checkpoint_best.pt", model, classes=list(FER2013),
+                         model_name="fer_resnet", criterion=Centers(),
+                         args={"model": "fer_resnet", "pretrained": "none",
+                               "loss": "weighted-cluster+weighted-softmax"})
+    st = export_safetensors(pt, tmp_path / "wc.safetensors")
+    out = tmp_path / "results"
+    assert _run("-c", st, "--data", folder7, "--out", out, "--embeddings", "5") == 0
+    run = results.load_run(out, "wc__fer2013-val")
+    assert run["embeddings"]["centers"].shape == (7, 512)
+    assert run["embeddings"]["embeddings"].shape == (5, 512)
+    assert run["metrics"]["cluster_ratio_centers"] is not None
+    assert results.load_summary(out).loc[0, "loss"] == "weighted-cluster+weighted-softmax"

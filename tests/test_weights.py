@@ -117,7 +117,19 @@ def test_pickle_of_arrays_is_read(tmp_path):
             assert out[k].dtype == arrays[k].dtype
 
 
-@pytest.mark.parametrize("obj", [[np.zeros(2)], {"a": 1.0}, {1: np.zeros(2)}])
+def test_pickle_from_numpy1_module_paths(tmp_path):
+    """Older files (like the release) name ``numpy.core.multiarray``, not ``numpy._core``."""
+    data = pickle.dumps({"a": np.arange(4, dtype=np.float32)}, protocol=2)
+    data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in data
+    path = tmp_path / "np1.pkl"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(safe_load_pickle(path)["a"], np.arange(4, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "obj", [[np.zeros(2)], {"a": 1.0}, {1: np.zeros(2)}, {"a": np.array([1, "x"], dtype=object)}]
+)
 def test_pickle_must_be_dict_of_arrays(tmp_path, obj):
     path = tmp_path / "bad.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=2))

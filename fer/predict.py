@@ -1,0 +1,460 @@
+"""Faces in, expressions out: detection, alignment and classification in one object.
+
+>>> predictor = Predictor("runs/best.pt", detector="opencv")     # doctest: +SKIP
+>>> for face in predictor.predict("group.jpg"):                 # doctest: +SKIP
+...     print(face.box, face.label, face.probabilities)
+
+The model and its preprocessing are built once in :class:`Predictor`; every call detects
+the faces of each image, crops them (:mod:`fer.align`) and classifies *all* of them in
+one forward pass (chunked into ``batch_size`` pieces for crowds).
+
+Command line (one output row per face; bad files are reported and skipped)::
+
+    python -m fer.predict photo.jpg photos/ clip.mp4 --every 10 --json
+    python -m fer.predict faces/ --detector none --csv out.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from fer import checkpoint as ckpt_lib
+from fer.align import align_face
+from fer.detect import Face, FaceDetector, create_detector
+from fer.imageio import (
+    ImageError, ImageSource, is_image_path, is_video_path, iter_video_frames, load_image,
+)
+from fer.transforms import eval_transform
+
+__all__ = ["FacePrediction", "Predictions", "Predictor", "annotate", "resolve_device", "main"]
+
+# Faces whose shorter side is below this many pixels carry too little expression to
+# classify (FER2013 faces are 48 px and already hard); they are skipped with a note.
+MIN_FACE_SIZE = 12
+
+_CLASS_COLOURS = {
+    "neutral": (160, 160, 160), "happy": (255, 200, 0), "sad": (60, 110, 230),
+    "surprise": (255, 120, 200), "fear": (150, 80, 220), "disgust": (40, 170, 80),
+    "anger": (230, 40, 40), "contempt": (150, 100, 50),
+}
+_FALLBACK_COLOURS = ((0, 200, 200), (200, 0, 200), (200, 200, 0), (0, 120, 255))
+
+
+@dataclass
+class FacePrediction:
+    """The expression of one face.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in pixels of the (EXIF-rotated) input image.
+        score: Detector confidence (1.0 for whole-image predictions).
+        label: Most probable class name.
+        probabilities: Class name -> probability, in the model's class order; sums to 1.
+        landmarks: ``(5, 2)`` eye/nose/mouth points when the detector gives them.
+        whole_image: True when no face was found and the whole image was classified.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    label: str
+    probabilities: dict[str, float]
+    landmarks: np.ndarray | None = None
+    whole_image: bool = False
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the predicted label."""
+        return self.probabilities[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(float(self.score), 4),
+            "label": self.label,
+            "probabilities": {k: round(float(v), 5) for k, v in self.probabilities.items()},
+            "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
+            "whole_image": self.whole_image,
+        }
+
+
+class Predictions(list):
+    """The :class:`FacePrediction` list of one image, plus what happened to it.
+
+    It is a plain list of faces (empty when none was found), with extra attributes:
+
+    Attributes:
+        notes: Human-readable remarks ("no face found", "skipped 2 faces smaller than 12
+            px", ...), for a UI or a log.
+        num_detected: Faces the detector returned, before tiny ones were skipped.
+        image_size: ``(width, height)`` of the image the boxes refer to.
+    """
+
+    def __init__(self, faces: Iterable[FacePrediction] = (), notes: Iterable[str] = (),
+                 num_detected: int = 0, image_size: tuple[int, int] | None = None):
+        super().__init__(faces)
+        self.notes = list(notes)
+        self.num_detected = num_detected
+        self.image_size = image_size
+
+    @property
+    def no_face(self) -> bool:
+        """True when no face was classified from a detection (whole-image fallback aside)."""
+        return not any(not p.whole_image for p in self)
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.notes)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, else Apple MPS, else CPU; anything else as given."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class _Job:
+    """One image on its way through :meth:`Predictor.predict_batch`."""
+
+    image: Image.Image
+    faces: list[Face] = field(default_factory=list)
+    crops: list[Image.Image] = field(default_factory=list)
+    whole_image: bool = False
+    notes: list[str] = field(default_factory=list)
+    num_detected: int = 0
+
+
+class Predictor:
+    """Detect, align and classify the faces of images with one trained model.
+
+    Args:
+        checkpoint: A checkpoint written by :func:`fer.checkpoint.save_checkpoint` or a
+            ``.safetensors`` export; ``None`` uses the bundled
+            :data:`fer.checkpoint.DEFAULT_MODEL_PATH`.
+        detector: ``"opencv"`` (Haar, default), ``"retinaface"``, ``"none"`` (inputs are
+            face crops), or any object with ``detect(rgb) -> list[Face]``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        margin: Context added around each face box, as a fraction of its size.
+        classify_whole_image_if_no_face: When the detector finds nothing, classify the
+            whole image (flagged ``whole_image=True``) instead of returning no face.
+        min_face_size: Faces with a shorter side below this (pixels) are skipped.
+        batch_size: Largest number of faces per forward pass.
+        detector_kwargs: Extra arguments for :func:`fer.detect.create_detector`
+            (e.g. ``{"weights": "retinaface.pth"}``).
+
+    Raises:
+        FileNotFoundError: If the checkpoint (or the default model) does not exist.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        detector: str | FaceDetector = "opencv",
+        device: str | torch.device = "auto",
+        margin: float = 0.2,
+        classify_whole_image_if_no_face: bool = False,
+        min_face_size: int = MIN_FACE_SIZE,
+        batch_size: int = 64,
+        detector_kwargs: dict[str, Any] | None = None,
+    ):
+        path = Path(checkpoint) if checkpoint is not None else Path(ckpt_lib.DEFAULT_MODEL_PATH)
+        if not path.is_file():
+            hint = ("no bundled default model was found; pass checkpoint=PATH (a file written "
+                    "by train.py)") if checkpoint is None else "check the path"
+            raise FileNotFoundError(f"model checkpoint not found: {path} ({hint})")
+        self.device = resolve_device(device)
+        self.model, self.meta = ckpt_lib.load_model(path, device=self.device)
+        self.model.eval()
+        self.classes: list[str] = list(self.meta["classes"])
+        self.transform = eval_transform(self.meta["data_config"])
+        kwargs = dict(detector_kwargs or {})
+        if detector == "retinaface":
+            kwargs.setdefault("device", str(self.device))
+        self.detector = create_detector(detector, **kwargs)
+        self.margin = margin
+        self.classify_whole_image_if_no_face = classify_whole_image_if_no_face
+        self.min_face_size = min_face_size
+        self.batch_size = batch_size
+
+    # -- classification ------------------------------------------------------------------
+    @torch.inference_mode()
+    def classify(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        """Class probabilities of face crops.
+
+        Args:
+            crops: RGB face images of any size (resized by the model's eval transform).
+
+        Returns:
+            ``(N, K)`` float array of softmax probabilities in :attr:`classes` order.
+        """
+        if not crops:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            x = torch.stack([self.transform(c) for c in crops[i:i + self.batch_size]])
+            logits = self.model(x.to(self.device, non_blocking=True))
+            out.append(logits.float().softmax(dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    # -- detection + classification ----------------------------------------------------
+    def _prepare(self, image: ImageSource | Image.Image) -> _Job:
+        job = _Job(load_image(image))
+        rgb = np.asarray(job.image)
+        detected = self.detector.detect(rgb)
+        job.num_detected = len(detected)
+        job.faces = [f for f in detected if f.size >= self.min_face_size]
+        skipped = len(detected) - len(job.faces)
+        if skipped:
+            job.notes.append(f"skipped {skipped} face(s) smaller than {self.min_face_size} px")
+        if not detected:
+            if self.classify_whole_image_if_no_face:
+                w, h = job.image.size
+                job.faces = [Face((0.0, 0.0, float(w), float(h)), 1.0, None)]
+                job.whole_image = True
+                job.notes.append("no face found; classified the whole image")
+            else:
+                job.notes.append("no face found")
+        # Whole-image fallback crops the frame as is: a margin cannot grow past the image.
+        job.crops = [align_face(job.image, f, 0.0 if job.whole_image else self.margin)
+                     for f in job.faces]
+        return job
+
+    def predict(self, image: ImageSource) -> Predictions:
+        """Detect and classify every face of one image.
+
+        Args:
+            image: Anything :func:`fer.imageio.load_image` reads (path, bytes, PIL, array).
+
+        Returns:
+            One :class:`FacePrediction` per face, most confident detection first; empty
+            (with ``.no_face`` True and a note) when no face was found.
+
+        Raises:
+            fer.imageio.ImageError: If the image cannot be read.
+        """
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[ImageSource]) -> list[Predictions]:
+        """:meth:`predict` for several images, classifying all their faces together."""
+        jobs = [self._prepare(img) for img in images]
+        probs = self.classify([c for job in jobs for c in job.crops])
+        results, start = [], 0
+        for job in jobs:
+            p = probs[start:start + len(job.crops)]
+            start += len(job.crops)
+            faces = [
+                FacePrediction(
+                    box=tuple(float(v) for v in face.box), score=float(face.score),
+                    label=self.classes[int(row.argmax())],
+                    probabilities={c: float(v) for c, v in zip(self.classes, row)},
+                    landmarks=face.landmarks, whole_image=job.whole_image,
+                )
+                for face, row in zip(job.faces, p)
+            ]
+            results.append(Predictions(faces, job.notes, job.num_detected, job.image.size))
+        return results
+
+    def annotate(self, image: ImageSource, predictions: Sequence[FacePrediction]) -> Image.Image:
+        """Draw boxes and labels of ``predictions`` on a copy of ``image``."""
+        return annotate(image, predictions)
+
+
+def annotate(image: ImageSource, predictions: Sequence[FacePrediction]) -> Image.Image:
+    """Draw each face's box and ``label prob`` on a copy of the image.
+
+    Args:
+        image: The image the predictions were made on (anything :func:`load_image` reads,
+            so EXIF rotation matches the boxes).
+        predictions: Faces from :meth:`Predictor.predict`.
+
+    Returns:
+        A new RGB PIL image.
+    """
+    out = load_image(image).copy()
+    draw = ImageDraw.Draw(out)
+    short = min(out.size)
+    width = max(2, short // 200)
+    font = ImageFont.load_default(size=max(12, short // 30))
+    palette = itertools.cycle(_FALLBACK_COLOURS)  # for classes outside the canonical 8
+    colours: dict[str, tuple[int, int, int]] = {}
+    for p in predictions:
+        colour = colours.setdefault(p.label, _CLASS_COLOURS.get(p.label) or next(palette))
+        x1, y1, x2, y2 = p.box
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        text = f"{p.label} {p.confidence:.0%}"
+        tx1, ty1, tx2, ty2 = draw.textbbox((0, 0), text, font=font)
+        tw, th = tx2 - tx1 + 2 * width, ty2 - ty1 + 2 * width
+        # Label above the box, or inside it when the box touches the top edge.
+        ty = y1 - th if y1 - th >= 0 else y1
+        draw.rectangle((x1, ty, x1 + tw, ty + th), fill=colour)
+        dark = sum(colour) < 380
+        draw.text((x1 + width - tx1, ty + width - ty1), text, font=font,
+                  fill=(255, 255, 255) if dark else (0, 0, 0))
+    return out
+
+
+# -- command line ----------------------------------------------------------------------
+def _expand_inputs(paths: Sequence[str]) -> Iterator[tuple[Path, str | None]]:
+    """Yield ``(path, error)``: folders recursively (image and video files), files as given."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*")
+                           if f.is_file() and (is_image_path(f) or is_video_path(f)))
+            if not found:
+                yield p, "folder contains no image or video files"
+            yield from ((f, None) for f in found)
+        elif p.exists():
+            yield p, None
+        else:
+            yield p, "file not found"
+
+
+def _video_frame_count(path: Path, every: int) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    return max(0, (n + every - 1) // every)
+
+
+def _records(file: Path, frame: int | None, preds: Predictions) -> list[dict[str, Any]]:
+    base = {"file": str(file), "frame": frame}
+    if not preds:
+        return [{**base, "face": None, "label": None, "note": preds.message}]
+    return [{**base, "face": i, **p.to_dict(), "note": preds.message}
+            for i, p in enumerate(preds)]
+
+
+class _CsvSink:
+    def __init__(self, fh, classes: Sequence[str]):
+        self.classes = list(classes)
+        self.writer = csv.writer(fh)
+        self.writer.writerow(["file", "frame", "face", "x1", "y1", "x2", "y2", "score", "label",
+                              *[f"prob_{c}" for c in self.classes], "whole_image", "note"])
+
+    def write(self, rec: dict[str, Any]) -> None:
+        box = rec.get("box") or [""] * 4
+        probs = rec.get("probabilities") or {}
+        self.writer.writerow([
+            rec["file"], "" if rec["frame"] is None else rec["frame"],
+            "" if rec["face"] is None else rec["face"], *box, rec.get("score", ""),
+            rec["label"] or "", *[probs.get(c, "") for c in self.classes],
+            rec.get("whole_image", ""), rec.get("note", ""),
+        ])
+
+
+def _format_text(rec: dict[str, Any]) -> str:
+    where = rec["file"] + ("" if rec["frame"] is None else f"#{rec['frame']}")
+    if rec["label"] is None:
+        return f"{where}: {rec['note']}"
+    box = ",".join(f"{v:.0f}" for v in rec["box"])
+    prob = rec["probabilities"][rec["label"]]
+    return f"{where}: face {rec['face']} [{box}] {rec['label']} {prob:.2f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m fer.predict",
+        description="Detect faces and classify their expressions in images, folders and videos.")
+    ap.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or videos")
+    ap.add_argument("--checkpoint", default=None,
+                    help="model checkpoint (.pt or .safetensors); default: the bundled model")
+    ap.add_argument("--detector", default="opencv", choices=["opencv", "retinaface", "none"])
+    ap.add_argument("--detector-weights", default=None, help="RetinaFace weights file")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--margin", type=float, default=0.2)
+    ap.add_argument("--min-face", type=int, default=MIN_FACE_SIZE)
+    ap.add_argument("--whole-image", action="store_true",
+                    help="classify the whole image when no face is found")
+    ap.add_argument("--every", type=int, default=1, help="video: classify every N-th frame")
+    ap.add_argument("--json", action="store_true", help="print JSON lines, one per face")
+    ap.add_argument("--csv", default=None, metavar="FILE", help="write one CSV row per face")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns 0, or 1 if any input failed."""
+    from tqdm import tqdm
+
+    args = build_parser().parse_args(argv)
+    if args.every < 1:
+        print("error: --every must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor(
+            args.checkpoint, detector=args.detector, device=args.device, margin=args.margin,
+            classify_whole_image_if_no_face=args.whole_image, min_face_size=args.min_face,
+            detector_kwargs={"weights": args.detector_weights} if args.detector_weights else None,
+        )
+    except (FileNotFoundError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    inputs = list(_expand_inputs(args.paths))
+    total = sum(_video_frame_count(p, args.every) if err is None and is_video_path(p) else 1
+                for p, err in inputs)
+    # A bar only for long runs on a terminal: in logs its redraws are noise.
+    show_bar = not args.quiet and total >= 20 and sys.stderr.isatty()
+    bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not show_bar)
+    csv_fh = None
+    if args.csv:
+        csv_fh = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
+    sink = _CsvSink(csv_fh, predictor.classes) if csv_fh else None
+    failed = 0
+
+    def emit(rec: dict[str, Any]) -> None:
+        if sink:
+            sink.write(rec)
+        if args.json:
+            bar.write(json.dumps(rec), file=sys.stdout)
+        elif not sink or csv_fh is not sys.stdout:
+            bar.write(_format_text(rec), file=sys.stdout)
+
+    try:
+        for path, err in inputs:
+            try:
+                if err:
+                    raise ImageError(f"{path}: {err}")
+                if is_video_path(path):
+                    for index, frame in iter_video_frames(path, args.every):
+                        for rec in _records(path, index, predictor.predict(frame)):
+                            emit(rec)
+                        bar.update(1)
+                else:
+                    for rec in _records(path, None, predictor.predict(path)):
+                        emit(rec)
+                    bar.update(1)
+            except (ImageError, OSError) as e:
+                failed += 1
+                bar.write(f"error: {e}", file=sys.stderr)
+    finally:
+        bar.close()
+        if csv_fh and csv_fh is not sys.stdout:
+            csv_fh.close()
+    if failed:
+        print(f"{failed} of {len(inputs)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from fer.checkpoint import load_checkpoint, load_model
+from fer.losses import LOSS_SETTINGS
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["anger", "happy", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny image-folder dataset: train/<class>/*.png and val/<class>/*.png, 48x48 grey."""
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 3)):
+        for c, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n + 2 * c):  # imbalanced on purpose
+                img = rng.integers(0, 255, (48, 48), dtype=np.uint8) // (c + 1)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+def _args(folder, out, *extra):
+    return ["--data", str(folder), "--model", "fer_resnet", "--epochs", "1", "--batch-size", "4",
+            "--workers", "0", "--out", str(out), "--no-progress", *extra]
+
+
+def test_help_explains_itself(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("weighted-cluster+weighted-softmax", "--resume", "--preset", "vggface2", "Examples"):
+        assert word in text
+
+
+@pytest.mark.parametrize("loss", LOSS_SETTINGS)
+def test_each_table5_setting_trains_and_checkpoint_loads(folder, tmp_path, loss):
+    train.main(_args(folder, tmp_path, "--loss", loss, "--run-name", "r", "--max-steps", "2"))
+    run = tmp_path / "r"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and np.isfinite(log[0]["train_loss"]) and "val_accuracy" in log[0]
+    model, meta = load_model(run / "checkpoint_best.pt")
+    assert meta["classes"] == CLASSES and meta["args"]["loss"] == loss
+    assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 3)
+    if "+" in loss:
+        assert meta["centers"].shape == (3, 512) and meta["centers"].abs().sum() > 0
+    else:
+        assert meta["centers"] is None
+
+
+def test_resume_continues_the_same_run(folder, tmp_path):
+    common = ["--loss", "weighted-cluster+weighted-softmax", "--lr-step", "1"]
+    train.main(_args(folder, tmp_path / "a", *common, "--epochs", "2"))
+    train.main(_args(folder, tmp_path / "b", *common, "--epochs", "1"))  # "killed" after epoch 0
+    train.main(_args(folder, tmp_path / "b", *common, "--epochs", "2", "--resume"))
+    name = "faces0-fer_resnet-none-weighted-cluster+weighted-softmax"
+    a = load_checkpoint(tmp_path / "a" / name / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "b" / name / "checkpoint_last.pt")
+    assert b["meta"]["epoch"] == 1
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+    assert torch.allclose(a["criterion"]["aux_loss.centers"], b["criterion"]["aux_loss.centers"], atol=1e-5)
+    assert b["scheduler"]["last_epoch"] == 2
+    log = (tmp_path / "b" / name / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [0, 1]
+
+
+def test_preset_runs_every_loss(folder, tmp_path):
+    train.main(_args(folder, tmp_path, "--preset", "losses", "--max-steps", "1", "--val-split", "none"))
+    runs = sorted(p.name for p in tmp_path.iterdir())
+    assert len(runs) == len(LOSS_SETTINGS)
+    assert all((tmp_path / r / "checkpoint_last.pt").is_file() for r in runs)
+
+
+def test_ddp_two_processes_gloo(folder, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "train.py"), *_args(folder, tmp_path, "--run-name", "ddp", "--max-steps", "2",
+                                          "--device", "cpu")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ddp" / "checkpoint_last.pt").is_file()
+    log = json.loads((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()[0])
+    # Each of the 2 processes sees batch 4 // 2 = 2 images per step for 2 steps.
+    assert log["train_images"] == 4
