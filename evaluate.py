@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -319,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         run = safe_run_name(args.run_name or default_run_name(
             ckpt, info["model"]["train_run"], info["dataset"]["name"], args.split))
         run_dir = write_run(args.out, run, metrics, info, centers=centers)
+        # The training log (train.py writes it next to its checkpoints) travels with the
+        # results, so the app can draw training curves where runs/ is not deployed.
+        train_log = Path(ckpt).parent / "log.jsonl"
+        if train_log.is_file():
+            shutil.copyfile(train_log, run_dir / "log.jsonl")
         _print_run(run, metrics, info)
         print(f"  written: {run_dir}")
         done.append((run, metrics))

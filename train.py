@@ -106,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--resume", action="store_true", help="continue <out>/<run-name>/checkpoint_last.pt if present")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice); 1 per process avoids "
+                        "oversubscription when several runs share a small CPU")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars (logs only)")
     return p.parse_args(argv)
 
@@ -157,6 +160,8 @@ def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
 
 def train(args: argparse.Namespace) -> dict:
     """Train one run end to end. Returns the best validation metrics."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, rank, world = setup_distributed(args.device)
     is_main = rank == 0
     run_dir = Path(args.out) / args.run_name

@@ -4,8 +4,9 @@ Which detector, and why
 -----------------------
 ``create_detector("opencv")`` -- the default -- is OpenCV's frontal-face Haar cascade.
 The cascade XML ships inside ``opencv-python-headless`` 4.x (``cv2.data.haarcascades``),
-so it works offline, adds nothing to the install, starts in milliseconds and runs in
-roughly 20-100 ms on a 640 px frame on a laptop CPU. It is weaker than a CNN detector on
+so it works offline, adds nothing to the install, starts in milliseconds and costs about
+0.18 s of one core per 640x480 frame on this project's 2-core CPU (bench/bench_predict.py;
+``min_size``/``scale_factor`` trade recall for speed). It is weaker than a CNN detector on
 profile faces, strong rotation and occlusion, and gives no landmarks (so faces are not
 eye-aligned). OpenCV 5.0 removed ``cv2.CascadeClassifier`` and the cascade files, hence
 ``opencv-python-headless<5`` in requirements.txt and a clear error here if it is missing.
@@ -19,19 +20,24 @@ installed normally next to this project (checked November 2026):
   cannot resolve it beside torch 2.x.
 * 0.0.7 resolves, but pulls in streamlit, pyarrow, altair, iglovikov-helper-functions and
   the full ``opencv-python`` **5.0**, which shadows ``opencv-python-headless`` 4.x and
-  deletes the Haar detector above. On Hugging Face Spaces that is a broken default
-  detector plus ~300 MB of unused packages.
+  deletes the Haar detector above: on Hugging Face Spaces a broken default detector, plus
+  a web framework the app never uses.
 * Its code itself runs on torch 2.x. So install it with
-  ``pip install --no-deps retinaface-pytorch==0.0.8``. Only ``retinaface.network``,
+  ``pip install --no-deps retinaface-pytorch==0.0.8``. A requirements.txt line cannot
+  carry ``--no-deps``, so it stays out of requirements.txt; a Space that wants it runs
+  that command as an extra install step. Only ``retinaface.network``,
   ``retinaface.box_utils`` and ``retinaface.prior_box`` are used (they need only torch
   and torchvision); the package's own ``predict_single.Model`` needs albumentations just
   for resize + normalise, which is re-implemented in :class:`RetinaFaceDetector`.
-* Weights (~105 MB) are not in the wheel: the package downloads them from a GitHub
+* Weights (27M parameters, ~110 MB) are not in the wheel: the package downloads them from a GitHub
   release through ``torch.utils.model_zoo``. Nothing here downloads by default: pass
   ``weights=`` a local file, or place ``retinaface_resnet50_2020-07-20-f168fae3c.zip`` in
   ``$TORCH_HOME/hub/checkpoints`` (``download=True`` fetches it there once).
-* Cost: building the model takes a few seconds, and detection is ~0.5 s per 640 px frame
-  on a 2-core CPU (fast on a GPU Space), versus tens of ms for Haar.
+* Cost: building the model takes 2-7 s, and detection costs ~1.3 s of one core per
+  640x480 frame here (the SPEC measured ~0.5 s on the idle 2-core machine), against
+  ~0.18 s for Haar; on a GPU Space it is fast. Hence an option, not the default.
+* Its outputs were checked against the package's own ``predict_jsons`` (same boxes,
+  scores and landmarks; we also clip boxes to the frame, which the package does not).
 
 ``create_detector("none")`` treats the whole frame as one face, for inputs that are
 already face crops (FER2013, FER+, AffectNet's cropped release).

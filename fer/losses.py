@@ -4,10 +4,13 @@ Notation: a mini-batch of m samples, embeddings ``x`` of shape ``(m, D)``, label
 shape ``(m,)``, K classes with centers ``c`` of shape ``(K, D)`` and class weights
 ``W_c = N_min / N_c`` (eq. 6).
 
-Reduction: the paper writes every loss as a *sum* over the mini-batch. We default to the
-*mean* (sum / m) so that the learning rate does not depend on the batch size; pass
-``reduction="sum"`` for the paper's literal form. The ratio between the two terms of a joint
-loss is the same either way, so lambda keeps its meaning.
+Reduction: the paper writes every loss as a *sum* over the mini-batch (``reduction="sum"``).
+The default ``"mean"`` divides each term by the sum of its sample weights: ``m`` for an
+unweighted term, ``sum_i W_{y_i}`` for a weighted one. That is the convention of PyTorch's
+``CrossEntropyLoss(weight=W)``, which the paper's PyTorch code most likely used, and it matters:
+with ``W_c = N_min / N_c`` the average sample weight on FERPlus is about 0.05, so dividing a
+weighted term by ``m`` would quietly train it with a ~20x smaller learning rate than softmax.
+The relative weighting of classes inside a batch is the same under every reduction.
 
 Centers are not trained by the optimiser: they are registered buffers (saved in checkpoints,
 moved with ``.to()``) and updated by their own rule after each training forward pass.
@@ -15,8 +18,10 @@ moved with ``.to()``) and updated by their own rule after each training forward 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import warnings
+from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -33,11 +38,12 @@ LOSS_SETTINGS = (
 DEFAULT_LAMBDA = {"center": 0.5, "weighted-cluster": 1.0}
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(loss: torch.Tensor, reduction: str, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum, or divide by the sum of the per-sample ``weights`` (``m`` when unweighted)."""
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":
-        return loss.mean()
+        return loss.mean() if weights is None else loss.sum() / weights.sum().clamp(min=1e-12)
     raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
@@ -53,7 +59,7 @@ class WeightedSoftmaxLoss(nn.Module):
 
     Args:
         class_weights: ``(K,)`` weights ``W_c``; ``None`` gives the plain softmax loss.
-        reduction: ``"mean"`` (divide by m) or ``"sum"`` (the paper's form).
+        reduction: ``"mean"`` (divide by the batch's summed weights) or ``"sum"`` (the paper's).
     """
 
     def __init__(self, class_weights: torch.Tensor | None = None, reduction: str = "mean"):
@@ -66,9 +72,10 @@ class WeightedSoftmaxLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Args: logits ``(m, K)``, target ``(m,)`` int64. Returns a scalar."""
         nll = F.cross_entropy(logits.float(), target, reduction="none")
-        if self.class_weights is not None:
-            nll = nll * self.class_weights[target]
-        return _reduce(nll, self.reduction)
+        if self.class_weights is None:
+            return _reduce(nll, self.reduction)
+        w = self.class_weights[target]
+        return _reduce(w * nll, self.reduction, w)
 
 
 class CenterLoss(nn.Module):
@@ -160,7 +167,7 @@ class WeightedClusterLoss(nn.Module):
         loss = 0.5 * w * (x - centers[target]).pow(2).sum(dim=1) / spread[target]
         if self.training:
             self.update_centers(x.detach(), target)
-        return _reduce(loss, self.reduction)
+        return _reduce(loss, self.reduction, w)
 
     @torch.no_grad()
     def update_centers(self, x: torch.Tensor, target: torch.Tensor) -> None:
@@ -242,19 +249,28 @@ def build_loss(
     return JointLoss(cls, aux, DEFAULT_LAMBDA[aux_name] if lam is None else lam)
 
 
-def class_weights(class_counts: list[int] | torch.Tensor) -> torch.Tensor:
-    """Eq. 6: ``W_c = N_min / N_c``, with ``N_min`` over the classes that have samples.
+def class_weights(class_counts: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Eq. 6: ``W_c = N_min / N_c``, counted on the training split.
+
+    The rarest class gets weight 1 and frequent classes less. ``N_min`` is taken over the
+    classes that have samples; a class with no samples gets weight 0 (with a warning),
+    since it can never be a target.
 
     Args:
         class_counts: ``(K,)`` number of training samples per class.
 
     Returns:
-        ``(K,)`` float weights; a class with no samples gets weight 0 (it cannot be a target).
+        ``(K,)`` float32 weights.
     """
-    counts = torch.as_tensor(class_counts, dtype=torch.float64)
-    present = counts > 0
+    n = torch.as_tensor(np.asarray(class_counts, dtype=np.float64)).flatten()
+    if n.numel() == 0 or (n < 0).any():
+        raise ValueError(f"class counts must be non-empty and non-negative, got {class_counts}")
+    present = n > 0
     if not present.any():
-        raise ValueError("class_counts has no class with samples")
-    n_min = counts[present].min()
-    w = torch.where(present, n_min / counts.clamp(min=1), torch.zeros_like(counts))
+        raise ValueError("all class counts are zero: cannot compute class weights")
+    if not present.all():
+        empty = torch.nonzero(~present).flatten().tolist()
+        warnings.warn(f"classes {empty} have no samples; their weight is set to 0", stacklevel=2)
+    w = torch.zeros_like(n)
+    w[present] = n[present].min() / n[present]
     return w.float()

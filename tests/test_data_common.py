@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fer.data import (
-    BadImageWarning, FERPlus, ImageFolderDataset, class_weights, load_image, normalize_split,
+    BadImageWarning, FERPlus, ImageFolderDataset, load_image, normalize_split,
     subsample_per_class,
 )
 from fer.transforms import eval_transform, grayscale_config
@@ -28,19 +28,6 @@ def _folder(root: Path, n_per_class=(4, 3), size=(16, 16)) -> Path:
 
 
 # ------------------------------------------------------------------ helpers
-def test_class_weights_eq6():
-    w = class_weights([100, 10, 50])
-    assert torch.allclose(w, torch.tensor([0.1, 1.0, 0.2]))
-    assert w.dtype == torch.float32
-    with pytest.warns(UserWarning, match="no samples"):
-        w = class_weights(torch.tensor([20, 0, 5]))
-    assert torch.allclose(w, torch.tensor([0.25, 0.0, 1.0]))
-    with pytest.raises(ValueError):
-        class_weights([0, 0])
-    with pytest.raises(ValueError):
-        class_weights([3, -1])
-
-
 def test_subsample_per_class_deterministic():
     targets = [0] * 10 + [1] * 3 + [2] * 7
     a = subsample_per_class(targets, 4, seed=1)

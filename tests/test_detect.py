@@ -113,7 +113,7 @@ def test_clear_error_without_retinaface_package(monkeypatch):
 # -- RetinaFace: only with retinaface-pytorch installed; weights are random, made here ----
 @pytest.fixture(scope="module")
 def retina_weights(tmp_path_factory):
-    pytest.importorskip("retinaface.network")
+    pytest.importorskip("retinaface.network", exc_type=ImportError)
     import torch
 
     from fer.detect import _build_retinaface_net
@@ -162,3 +162,25 @@ def test_face_dataclass_dict():
     f = Face((1.0, 2.0, 11.0, 32.0), 0.5, np.zeros((5, 2), np.float32))
     assert (f.width, f.height, f.size) == (10.0, 30.0, 10.0)
     assert len(f.to_dict()["landmarks"]) == 5
+
+
+def test_retinaface_matches_the_package_predictor(retina_weights):
+    """Our albumentations-free pre/post-processing equals the package's own predict_jsons."""
+    pytest.importorskip("albumentations")
+    import torch
+    from retinaface.predict_single import Model
+
+    ref_model = Model(max_size=64, device="cpu")
+    ref_model.load_state_dict(torch.load(retina_weights, weights_only=True))
+    ref_model.eval()
+    rgb = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    ref = ref_model.predict_jsons(rgb, confidence_threshold=0.7, nms_threshold=0.4)
+    ours = create_detector("retinaface", weights=retina_weights, max_size=64,
+                           max_faces=10_000).detect(rgb)
+    ref = [r for r in ref if r["bbox"]]  # the package's "no face" placeholder
+    assert len(ours) == len(ref)
+    for r, f in zip(ref, ours):
+        box = np.clip(r["bbox"], 0, [64, 48, 64, 48])  # the package returns unclipped boxes
+        np.testing.assert_allclose(f.box, box, atol=0.02)
+        np.testing.assert_allclose(f.landmarks, r["landmarks"], atol=0.02)
+        assert f.score == pytest.approx(r["score"], abs=0.01)

@@ -15,11 +15,16 @@ from fer.losses import (
 
 
 def test_class_weights_eq6():
-    # N_min = 5: W = 5/10, 5/20, 5/5; an empty class gets 0 rather than a division by zero.
-    assert class_weights([10, 20, 5]).tolist() == pytest.approx([0.5, 0.25, 1.0])
-    assert class_weights([4, 0, 8]).tolist() == pytest.approx([1.0, 0.0, 0.5])
+    w = class_weights([100, 10, 50])
+    assert torch.allclose(w, torch.tensor([0.1, 1.0, 0.2]))
+    assert w.dtype == torch.float32
+    with pytest.warns(UserWarning, match="no samples"):
+        w = class_weights(torch.tensor([20, 0, 5]))
+    assert torch.allclose(w, torch.tensor([0.25, 0.0, 1.0]))
     with pytest.raises(ValueError):
         class_weights([0, 0])
+    with pytest.raises(ValueError):
+        class_weights([3, -1])
 
 
 def test_weighted_softmax_matches_hand_computation():
@@ -29,7 +34,10 @@ def test_weighted_softmax_matches_hand_computation():
     # -log softmax of the true class: log(1 + e^-2) and log(1 + e^1); both samples are class 0.
     nll = [math.log(1 + math.exp(-2)), math.log(1 + math.exp(1))]
     assert WeightedSoftmaxLoss(w, "sum")(logits, target).item() == pytest.approx(0.5 * sum(nll), rel=1e-6)
-    assert WeightedSoftmaxLoss(w, "mean")(logits, target).item() == pytest.approx(0.5 * sum(nll) / 2, rel=1e-6)
+    # "mean" divides by the summed weights of the batch (torch's CrossEntropyLoss(weight=) rule).
+    assert WeightedSoftmaxLoss(w, "mean")(logits, target).item() == pytest.approx(sum(nll) / 2, rel=1e-6)
+    torch_ce = torch.nn.CrossEntropyLoss(weight=w)(logits, torch.tensor([0, 1]))
+    assert WeightedSoftmaxLoss(w, "mean")(logits, torch.tensor([0, 1])).item() == pytest.approx(torch_ce.item())
     assert WeightedSoftmaxLoss(None, "sum")(logits, target).item() == pytest.approx(sum(nll), rel=1e-6)
 
 
@@ -53,8 +61,8 @@ def test_weighted_cluster_value_matches_eq4():
     # Sample 0: 0.5 * 1.0 * ||(1,1)||^2 / 26 = 1/26; sample 1: 0.5 * 0.5 * ||(0,2)||^2 / 35 = 1/35.
     expected = 1 / 26 + 1 / 35
     assert loss(x, y).item() == pytest.approx(expected, rel=1e-6)
-    loss.reduction = "mean"
-    assert loss(x, y).item() == pytest.approx(expected / 2, rel=1e-6)
+    loss.reduction = "mean"  # divided by the batch's summed weights, 1.0 + 0.5
+    assert loss(x, y).item() == pytest.approx(expected / 1.5, rel=1e-6)
 
 
 def test_weighted_cluster_gradient_matches_eq7():

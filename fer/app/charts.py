@@ -235,8 +235,8 @@ def feature_space(run: Mapping | None, max_points: int = 2000) -> go.Figure:
                         color=[_class_colour(n, i) for i, n in enumerate(names[: len(c)])]),
         )
     fig.update_layout(**_LAYOUT, height=520,
-                      title=f"{title}: {run.get('run', '')} ({len(xy)} points, "
-                            f"PC1+PC2 explain {ratio.sum():.0%} of the variance)",
+                      title=f"{title}<br><sup>{run.get('run', '')}: {len(xy)} points, "
+                            f"PC1+PC2 explain {ratio.sum():.0%} of the variance</sup>",
                       xaxis_title=f"PC1 ({ratio[0]:.0%})", yaxis_title=f"PC2 ({ratio[1]:.0%})")
     return fig
 

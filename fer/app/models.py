@@ -14,6 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterable
 
+from fer.checkpoint import DEFAULT_MODEL_PATH
 from fer.predict import Predictor
 
 __all__ = ["DETECTOR_CHOICES", "CHECKPOINT_SUFFIXES", "discover_checkpoints", "PredictorCache"]
@@ -57,7 +58,9 @@ def discover_checkpoints(
     """
     found: dict[str, str] = {}
     if default_checkpoint is not None and Path(default_checkpoint).is_file():
-        found[f"bundled: {Path(default_checkpoint).name}"] = str(Path(default_checkpoint))
+        path = Path(default_checkpoint).resolve()
+        kind = "bundled" if path == Path(DEFAULT_MODEL_PATH).resolve() else "default"
+        found[f"{kind}: {path.name}"] = str(path)
     roots = [(name, Path(d).resolve()) for name, d in (("runs", runs_dir), ("results", results_dir))
              if d is not None and Path(d).is_dir()]
     others: dict[str, str] = {}

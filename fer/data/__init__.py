@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from fer.data.affectnet import AffectNet, AffectNetCropped, paper_split
 from fer.data.common import (
-    BadImageWarning, FERDataset, class_weights, load_image, normalize_split, subsample_per_class,
+    BadImageWarning, FERDataset, load_image, normalize_split, subsample_per_class,
 )
 from fer.data.fer2013 import FER2013CSV, is_fer2013_csv
 from fer.data.ferplus import FERPlus
@@ -24,7 +24,7 @@ from fer.data.rafdb import RAFDB, LABEL_FILE as _RAFDB_LABELS
 
 __all__ = [
     "AffectNet", "AffectNetCropped", "BadImageWarning", "FER2013CSV", "FERDataset", "FERPlus",
-    "FORMATS", "ImageFolderDataset", "RAFDB", "class_weights", "detect_format", "load_image",
+    "FORMATS", "ImageFolderDataset", "RAFDB", "detect_format", "load_image",
     "normalize_split", "open_dataset", "paper_split", "subsample_per_class",
 ]
 

@@ -102,33 +102,6 @@ def subsample_per_class(targets: Sequence[int], max_per_class: int, seed: int = 
     return sorted(int(i) for i in np.concatenate(keep)) if keep else []
 
 
-def class_weights(counts: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Class weights of SPEC eq. 6: ``W_c = N_min / N_c``, counted on the training split.
-
-    The rarest class gets weight 1 and frequent classes less. ``N_min`` is taken over the
-    classes that have samples; a class with no samples gets weight 0 (with a warning),
-    since it can never be a target.
-
-    Args:
-        counts: ``(K,)`` number of training samples per class.
-
-    Returns:
-        ``(K,)`` float32 tensor of weights.
-    """
-    n = torch.as_tensor(np.asarray(counts, dtype=np.float64)).flatten()
-    if n.numel() == 0 or (n < 0).any():
-        raise ValueError(f"counts must be a non-empty list of non-negative numbers, got {counts}")
-    present = n > 0
-    if not present.any():
-        raise ValueError("all class counts are zero: cannot compute class weights")
-    if not present.all():
-        empty = torch.nonzero(~present).flatten().tolist()
-        warnings.warn(f"classes {empty} have no samples; their weight is set to 0", stacklevel=2)
-    w = torch.zeros_like(n)
-    w[present] = n[present].min() / n[present]
-    return w.float()
-
-
 class FERDataset(Dataset):
     """Base class: a list of labelled face images with robust, optionally cached, decoding.
 
