@@ -22,8 +22,9 @@ import app  # noqa: E402
 from fer.app import charts  # noqa: E402
 from fer.app.data import PAPER_SOURCE, find_logs, load_compare_data  # noqa: E402
 from fer.app.models import PredictorCache, discover_checkpoints  # noqa: E402
-from fer.app.service import NO_MODEL_MESSAGE, AppError, FERService, example_images  # noqa: E402
-from fer.app.ui import ImageUpload  # noqa: E402
+from fer.app.service import (NO_MODEL_MESSAGE, AppError, FERService, example_images,  # noqa: E402
+                             measure_frame_latency)
+from fer.app.ui import friendly_upload_errors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +111,7 @@ def test_bad_and_oversized_files(env, tmp_path):
     from gradio.data_classes import ImageData
 
     with pytest.raises(gr.Error, match="not an image"):
-        ImageUpload(type="filepath", image_mode=None).preprocess(
+        friendly_upload_errors(gr.Image(type="filepath", image_mode=None)).preprocess(
             ImageData(path=str(bad), orig_name="notes.txt"))
 
 
@@ -130,6 +131,7 @@ def test_no_bundled_model(env, tmp_path):
     demo = app.build_demo(tmp_path / "missing.safetensors", tmp_path / "results", tmp_path / "runs",
                           examples=[])
     assert NO_MODEL_MESSAGE in str(demo.config)
+    assert not (ROOT / "fer" / "app" / "ui.pyi").exists()  # no stub written into the source tree
 
 
 def test_webcam_frame(env):
@@ -140,6 +142,8 @@ def test_webcam_frame(env):
     blank, none = svc.predict_frame(np.zeros((480, 640, 3), np.uint8), svc.default_choice)
     assert none is None and blank.shape == (480, 640, 3)
     assert svc.predict_frame(None, svc.default_choice) == (None, None)
+    speed = measure_frame_latency(svc, svc.default_choice, frame, n=3)
+    assert speed["median_s"] > 0 and speed["fps"] == pytest.approx(1 / speed["median_s"])
 
 
 def test_concurrent_requests(env):

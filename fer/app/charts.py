@@ -210,7 +210,9 @@ def feature_space(run: Mapping | None, max_points: int = 2000) -> go.Figure:
     """The saved embeddings of one run in 2-D (PCA), coloured by true class, with the
     learned class centers (or, without a center loss, the class means) as crosses."""
     title = "Feature space (PCA of the embeddings)"
-    emb = (run or {}).get("embeddings")
+    if not run:
+        return empty_figure("Pick an evaluation run to see its feature space.", title)
+    emb = run.get("embeddings")
     if not emb or "embeddings" not in emb or len(emb["embeddings"]) < 3:
         return empty_figure("This run saved no embeddings (evaluate.py --embeddings N).", title)
     x, labels = emb["embeddings"][:max_points], emb["labels"][:max_points]

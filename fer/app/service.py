@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from fer.detect import HaarCascadeDetector
 from fer.imageio import ImageError, load_image
 from fer.predict import FacePrediction, Predictor, annotate
 
-__all__ = ["AppError", "ImageResult", "FERService", "NO_MODEL_MESSAGE", "example_images"]
+__all__ = ["AppError", "ImageResult", "FERService", "NO_MODEL_MESSAGE", "example_images",
+           "measure_frame_latency"]
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +260,16 @@ def example_images(cache_dir: str | Path | None = None) -> list[str]:
                 continue
         out.append(str(path))
     return out
+
+
+def measure_frame_latency(service: FERService, choice: str, frame: np.ndarray, n: int = 20,
+                          detector: str = "opencv") -> dict[str, float]:
+    """Median and p90 seconds per webcam frame (warm), and the implied frames per second."""
+    service.predict_frame(frame, choice, detector)  # warm-up: model load, first allocations
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        service.predict_frame(frame, choice, detector)
+        times.append(time.perf_counter() - t0)
+    med = float(np.median(times))
+    return {"median_s": med, "p90_s": float(np.percentile(times, 90)), "fps": 1.0 / med}

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from fer.app import charts
-from fer.app.data import FILTER_COLUMNS, CompareData, filter_table, load_compare_data
+from fer.app.data import (FILTER_COLUMNS, PAPER_SOURCE, CompareData, filter_table,
+                          load_compare_data)
 from fer.app.models import DETECTOR_CHOICES
 from fer.app.service import NO_MODEL_MESSAGE, AppError, FERService, example_images
 
-__all__ = ["ImageUpload", "CompareStore", "build_ui", "gpu"]
+__all__ = ["friendly_upload_errors", "CompareStore", "build_ui", "gpu"]
 
 try:  # Hugging Face Spaces: run the model on the (Zero)GPU; a no-op elsewhere.
     import spaces
@@ -36,25 +35,28 @@ Faces are found, boxed and labelled with one of eight expressions by a network t
 and models measured here stand next to the numbers **reported in the paper** (Tables 5 and 6)."""
 
 
-class ImageUpload(gr.Image):
-    """``gr.Image`` whose upload errors read as sentences.
+def friendly_upload_errors(image: gr.Image) -> gr.Image:
+    """Make a ``gr.Image``'s upload errors read as sentences; returns the same component.
 
     ``gr.Image`` opens every upload with PIL before the callback runs, so a file that is not
-    an image would otherwise fail with PIL's bare "cannot identify image file" error.
-    ``is_template`` makes Gradio render it with the ordinary Image frontend.
+    an image would otherwise fail with PIL's bare "cannot identify image file" error. The
+    instance's ``preprocess`` is wrapped rather than the class subclassed: Gradio's component
+    metaclass writes a ``.pyi`` stub next to any module that defines a component subclass.
     """
+    preprocess = image.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload):
+    def checked(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except gr.Error:
             raise
         except Exception as err:  # noqa: BLE001 - any decoder failure means "not an image"
             name = getattr(payload, "orig_name", None) or "the uploaded file"
-            raise gr.Error(f"{name} is not an image this app can read ({type(err).__name__}). "
-                           "Upload a JPEG, PNG, WebP, BMP or TIFF photo.") from err
+            raise gr.Error(f"{name} is not an image this app can read. Upload a JPEG, PNG, "
+                           "WebP, BMP or TIFF photo.") from err
+
+    image.preprocess = checked
+    return image
 
 
 class CompareStore:
@@ -83,7 +85,7 @@ class CompareStore:
 def _compare_outputs(data: CompareData, metric: str, run: str | None, normalized: bool,
                      filters: dict[str, list[str]]) -> tuple:
     table = filter_table(data.table, **filters)
-    ours = table[table["source"] != "paper (reported)"]
+    ours = table[table["source"] != PAPER_SOURCE]
     runs = [r for r in ours["run"].astype(str) if r in data.runs]
     run = run if run in runs else (runs[0] if runs else None)
     logs = {name: df for name, (df, info) in data.logs.items()
@@ -155,8 +157,9 @@ def build_ui(service: FERService, compare: CompareStore, examples: list[str] | N
                 with gr.Tab("Photo"):
                     with gr.Row():
                         with gr.Column():
-                            img_in = ImageUpload(type="filepath", image_mode=None, label="Photo",
-                                                 sources=["upload", "clipboard"], height=380)
+                            img_in = friendly_upload_errors(gr.Image(
+                                type="filepath", image_mode=None, label="Photo",
+                                sources=["upload", "clipboard"], height=380))
                             whole = gr.Checkbox(label="Classify the whole image when no face is found")
                             run_btn = gr.Button("Predict", variant="primary")
                             if examples:
@@ -222,17 +225,3 @@ def build_ui(service: FERService, compare: CompareStore, examples: list[str] | N
               [confusion, feature], api_visibility="private")
     return demo
 
-
-def annotate_latency(service: FERService, choice: str, frame: np.ndarray, n: int = 20,
-                     detector: str = "opencv") -> dict[str, Any]:
-    """Median and p90 seconds per webcam frame (warm), and the implied frames per second."""
-    import time
-
-    service.predict_frame(frame, choice, detector)  # warm-up: model load, first allocations
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        service.predict_frame(frame, choice, detector)
-        times.append(time.perf_counter() - t0)
-    med = float(np.median(times))
-    return {"median_s": med, "p90_s": float(np.percentile(times, 90)), "fps": 1.0 / med}
