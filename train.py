@@ -35,7 +35,7 @@ from fer.data import open_dataset
 from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, build_loss
 from fer.metrics import ClassificationEvaluator
-from fer.models import PRETRAINED_CHOICES, create_model, list_models
+from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, list_models
 from fer.transforms import eval_transform, train_transform
 
 # Presets that rerun a whole table of the paper: (model, pretrained) x the five losses.
@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--input-size", type=int, default=None, help="network input side (default: 224, or 48 for fer_resnet)")
     g.add_argument("--in-chans", type=int, default=None, help="input channels (default: 1 for fer_resnet, else 3)")
     g.add_argument("--embed-dim", type=int, default=512)
+    g.add_argument("--head", default=None, choices=HEAD_CHOICES,
+                   help="embedding head: 'linear' (paper: FC->FC) or 'bn-relu' (default for fer_resnet)")
 
     g = p.add_argument_group("loss")
     g.add_argument("--loss", default="weighted-cluster+weighted-softmax", choices=LOSS_SETTINGS)
@@ -175,7 +177,7 @@ def train(args: argparse.Namespace) -> dict:
     model = create_model(
         args.model, len(classes), pretrained=args.pretrained, weights=args.weights,
         embed_dim=args.embed_dim, freeze_stages=args.freeze_stages, in_chans=args.in_chans,
-        input_size=args.input_size,
+        input_size=args.input_size, head=args.head,
     ).to(device)
     train_set.transform = train_transform(model.data_config)
     val_set = None

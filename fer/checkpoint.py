@@ -9,7 +9,7 @@ Two formats, both free of pickled code:
 * ``.safetensors`` serving files: model tensors (and centers) plus a JSON metadata entry;
   written by :func:`export_safetensors` for the small bundled model.
 
-Serving metadata (``meta``): ``model_name``, ``num_classes``, ``embed_dim``, ``in_chans``,
+Serving metadata (``meta``): ``model_name``, ``num_classes``, ``embed_dim``, ``head``, ``in_chans``,
 ``classes`` (output order), ``data_config`` (input size and normalisation), ``args``,
 ``epoch``, ``metrics``, ``run_name``.
 """
@@ -60,6 +60,7 @@ def model_meta(model: torch.nn.Module, *, classes, model_name: str, **extra) -> 
         "model_name": model_name,
         "num_classes": net.num_classes,
         "embed_dim": net.embed_dim,
+        "head": net.head,
         "in_chans": net.data_config.in_chans,
         "classes": list(classes),
         "data_config": net.data_config.to_dict(),
@@ -150,6 +151,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FE
     model = create_model(
         meta["model_name"], meta["num_classes"], embed_dim=meta["embed_dim"],
         in_chans=meta["in_chans"], input_size=meta["data_config"]["input_size"],
+        head=meta.get("head", "linear"),
     )
     model.data_config = DataConfig.from_dict(meta["data_config"])
     model.load_state_dict(ckpt["model"])

@@ -21,6 +21,11 @@ from fer.transforms import DataConfig, grayscale_config, imagenet_config, vggfac
 _TIMM_BACKBONES = ("resnet50", "seresnet50", "legacy_seresnet50", "resnet18", "resnet34")
 _SMALL_BACKBONES = {"fer_resnet": dict(widths=(32, 64, 128, 256), depths=(1, 1, 1, 1))}
 PRETRAINED_CHOICES = ("none", "imagenet", "vggface2")
+# "linear": the paper's Table 2 literally (FC -> FC, no normalisation).
+# "bn-relu": FC -> BatchNorm -> ReLU. Two stacked default-initialised linear layers pass little
+# gradient to a backbone trained from scratch: on FERPlus our small net stayed at the majority
+# class for a whole epoch with "linear", and learns at once with "bn-relu".
+HEAD_CHOICES = ("linear", "bn-relu")
 
 
 def list_models() -> list[str]:
@@ -38,6 +43,7 @@ class FERNet(nn.Module):
         embed_dim: Size of the embedding the auxiliary losses act on (512 in the paper).
         data_config: How inputs must be preprocessed for these weights.
         stages: The backbone's stages in order (stem first), used for freezing.
+        head: ``"linear"`` (the paper's FC -> FC) or ``"bn-relu"`` (FC -> BN -> ReLU embedding).
     """
 
     def __init__(
@@ -47,16 +53,23 @@ class FERNet(nn.Module):
         embed_dim: int,
         data_config: DataConfig,
         stages: list[nn.Module],
+        head: str = "linear",
     ):
         super().__init__()
+        if head not in HEAD_CHOICES:
+            raise ValueError(f"head must be one of {HEAD_CHOICES}, got {head!r}")
         self.backbone = backbone
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.data_config = data_config
         self.pool = nn.AdaptiveAvgPool2d(1)
-        # The paper's Table 2 inserts one linear layer (2048 -> 512) before the output layer;
-        # it names no activation, so none is added: the embedding is linear in the pooled features.
-        self.embed = nn.Linear(backbone.num_features, embed_dim)
+        self.head = head
+        # The paper's Table 2 inserts one linear layer (2048 -> 512) before the output layer and
+        # names no activation; "bn-relu" adds one (see HEAD_CHOICES).
+        layers = [nn.Linear(backbone.num_features, embed_dim)]
+        if head == "bn-relu":
+            layers += [nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True)]
+        self.embed = nn.Sequential(*layers)
         self.fc = nn.Linear(embed_dim, num_classes)
         self._stages = stages
         self.frozen_stages = 0
@@ -124,6 +137,7 @@ def create_model(
     freeze_stages: int = 0,
     in_chans: int = 3,
     input_size: int | None = None,
+    head: str | None = None,
 ) -> FERNet:
     """Build a FER model from a backbone name.
 
@@ -139,6 +153,8 @@ def create_model(
         freeze_stages: How many stages (stem first) to freeze; the paper freezes 3.
         in_chans: Input channels (1 for grayscale faces).
         input_size: Network input side; defaults to 48 for ``fer_resnet``, else 224.
+        head: Embedding head, one of :data:`HEAD_CHOICES`; defaults to ``"bn-relu"`` for the
+            small from-scratch backbones and to the paper's ``"linear"`` otherwise.
 
     Returns:
         The model, with ``data_config`` describing the preprocessing its weights expect.
@@ -182,9 +198,11 @@ def create_model(
 
         load_backbone_weights(backbone, weights)
 
+    if head is None:
+        head = "bn-relu" if name in _SMALL_BACKBONES else "linear"
     model = FERNet(
         backbone, num_classes, embed_dim, _default_config(name, pretrained, in_chans, input_size),
-        stages,
+        stages, head,
     )
     if freeze_stages:
         model.freeze_stages(freeze_stages)

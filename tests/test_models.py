@@ -20,7 +20,8 @@ def test_fer_resnet_shapes_and_head():
 @pytest.mark.parametrize("name", ["seresnet50", "legacy_seresnet50", "resnet50"])
 def test_paper_backbones_head_is_2048_512_k(name):
     model = create_model(name, num_classes=8)
-    assert model.embed.in_features == 2048 and model.embed.out_features == 512
+    assert model.head == "linear" and len(model.embed) == 1
+    assert model.embed[0].in_features == 2048 and model.embed[0].out_features == 512
     assert model.fc.out_features == 8
     assert model.data_config.input_size == 224
 
@@ -67,3 +68,20 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="freeze_stages"):
         create_model("fer_resnet", 8, freeze_stages=9)
     assert "fer_resnet" in list_models()
+
+
+def test_bn_relu_head_roundtrips_through_checkpoint(tmp_path):
+    from fer.checkpoint import load_model, save_checkpoint
+
+    model = create_model("fer_resnet", num_classes=3, in_chans=1)
+    assert model.head == "bn-relu"  # the default for the small from-scratch backbone
+    linear = create_model("fer_resnet", num_classes=3, in_chans=1, head="linear")
+    assert len(linear.embed) == 1
+    model.train()(torch.randn(4, 1, 48, 48))  # move the BN running stats off their init
+    path = save_checkpoint(tmp_path / "c.pt", model, classes=["a", "b", "c"], model_name="fer_resnet")
+    loaded, meta = load_model(path)
+    x = torch.randn(2, 1, 48, 48)
+    assert meta["head"] == "bn-relu"
+    assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
+    with pytest.raises(ValueError, match="head"):
+        create_model("fer_resnet", 3, head="mlp")
