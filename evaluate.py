@@ -31,7 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from fer.classes import canonical_names, match_classes
-from fer.metrics import ClassificationEvaluator, to_percent
+from fer.evaluator import ClassificationEvaluator
+from fer.metrics import to_percent
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_SHARED_CLASSES = 0, 1, 2
 

@@ -34,7 +34,7 @@ from fer.checkpoint import load_checkpoint, save_checkpoint
 from fer.data import open_dataset
 from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, build_loss
-from fer.metrics import ClassificationEvaluator
+from fer.evaluator import ClassificationEvaluator
 from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, list_models
 from fer.transforms import eval_transform, train_transform
 

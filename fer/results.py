@@ -136,7 +136,7 @@ def summary_row(run: str, metrics: dict, info: dict) -> dict:
 
     Args:
         run: Run name.
-        metrics: Output of :meth:`fer.metrics.ClassificationEvaluator.compute`.
+        metrics: Output of :meth:`fer.evaluator.ClassificationEvaluator.compute`.
         info: Run description: ``dataset`` (dict with ``name``, ``split``, ...), ``model``
             (dict with ``backbone``, ``pretrained``, ``loss``) and ``checkpoint``.
     """
@@ -192,7 +192,7 @@ def write_run(results_dir: str | Path, run: str, metrics: dict, info: dict,
     Args:
         results_dir: The results folder (created if missing).
         run: Run name (made folder-safe with :func:`safe_run_name`).
-        metrics: Output of :meth:`fer.metrics.ClassificationEvaluator.compute` (fractions).
+        metrics: Output of :meth:`fer.evaluator.ClassificationEvaluator.compute` (fractions).
         info: Everything that says what was evaluated, stored in ``metrics.json`` as is:
             ``checkpoint``, ``model`` (``name``/``backbone``/``pretrained``/``loss``/
             ``classes``), ``dataset`` (``name``/``path``/``format``/``split``/``classes``),

@@ -10,6 +10,7 @@ import torch
 from sklearn import metrics as skm
 
 from fer import metrics as M
+from fer.evaluator import ClassificationEvaluator
 
 
 def _random_case(seed: int, n: int = 300, k: int = 5):
@@ -169,7 +170,7 @@ def test_evaluator_batching_invariant():
     names = ["a", "b", "c", "d"]
 
     def run(chunks):
-        ev = M.ClassificationEvaluator(names, num_embeddings_kept=20, seed=1, centers=centers)
+        ev = ClassificationEvaluator(names, num_embeddings_kept=20, seed=1, centers=centers)
         for idx in torch.tensor_split(torch.arange(n), chunks):
             ev.process(logits[idx], targets[idx], emb[idx])
         return ev.compute()
@@ -201,14 +202,14 @@ def test_evaluator_batching_invariant():
     c = centers.double().numpy()
     assert one["intra_class_sq_dist_centers"] == pytest.approx(np.mean(((x - c[y]) ** 2).sum(1)))
     # reset() starts over.
-    ev = M.ClassificationEvaluator(names)
+    ev = ClassificationEvaluator(names)
     ev.process(logits, targets)
     ev.reset()
     assert ev.compute()["num_images"] == 0
 
 
 def test_evaluator_rejects_bad_batches():
-    ev = M.ClassificationEvaluator(["a", "b"])
+    ev = ClassificationEvaluator(["a", "b"])
     with pytest.raises(ValueError):
         ev.process(torch.zeros(3, 3), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError):

@@ -11,7 +11,7 @@ import torch
 
 from fer.checkpoint import export_safetensors, save_checkpoint
 from fer.classes import FERPLUS8
-from fer.metrics import ClassificationEvaluator
+from fer.evaluator import ClassificationEvaluator
 from fer.models import create_model
 from fer.results import write_run
 
