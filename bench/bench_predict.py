@@ -97,7 +97,7 @@ def make_checkpoint(model_name: str, folder: Path) -> Path:
 
 def detectors_available(device: str, retina_weights: str | None) -> dict[str, tuple[object, str]]:
     """name -> (detector, note) for every detector that can be built here."""
-    out = {"opencv": (create_detector("opencv"), ""), "none": (create_detector("none"), "")}
+    out = {name: (create_detector(name), "") for name in ("opencv", "opencv-fast", "none")}
     try:
         try:
             det = create_detector("retinaface", weights=retina_weights, device=device)

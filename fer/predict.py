@@ -288,8 +288,8 @@ def annotate(image: ImageSource, predictions: Sequence[FacePrediction]) -> Image
     out = load_image(image).copy()
     draw = ImageDraw.Draw(out)
     short = min(out.size)
-    width = max(2, short // 200)
-    font = ImageFont.load_default(size=max(12, short // 30))
+    width = max(2, short // 128)  # ~4 px on a 512 px photo: readable once scaled down in a page
+    font = ImageFont.load_default(size=max(14, short // 24))
     palette = itertools.cycle(_FALLBACK_COLOURS)  # for classes outside the canonical 8
     colours: dict[str, tuple[int, int, int]] = {}
     for p in predictions:

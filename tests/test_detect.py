@@ -184,3 +184,11 @@ def test_retinaface_matches_the_package_predictor(retina_weights):
         np.testing.assert_allclose(f.box, box, atol=0.02)
         np.testing.assert_allclose(f.landmarks, r["landmarks"], atol=0.02)
         assert f.score == pytest.approx(r["score"], abs=0.01)
+
+
+def test_fast_preset_is_a_coarser_haar():
+    fast = create_detector("opencv-fast")
+    assert isinstance(fast, HaarCascadeDetector)
+    assert fast.max_side == 320 and fast.min_size == 30
+    with pytest.raises(ValueError, match="opencv-fast"):
+        create_detector("yolo")

@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 
 from fer.app.models import DETECTOR_CHOICES, PredictorCache, discover_checkpoints
-from fer.detect import HaarCascadeDetector
 from fer.imageio import ImageError, load_image
 from fer.predict import FacePrediction, Predictor, annotate
 
@@ -30,11 +29,6 @@ log = logging.getLogger(__name__)
 
 NO_MODEL_MESSAGE = ("No bundled model found; train one with train.py or pick a checkpoint "
                     "(runs/ or results/) in the model selector.")
-# Webcam frames get a coarser detection pass: the cascade's cost grows with the pixel count
-# and the number of pyramid levels, while a face in front of a webcam is large. At 320 px,
-# a 1.2 pyramid step and 30 px smallest face (60 px in a 640x480 frame) the cascade takes
-# ~20 ms instead of ~300 ms for the upload settings (640 px, 1.1, 20 px) on a busy 2-core CPU.
-WEBCAM_DETECTOR = dict(max_side=320, scale_factor=1.2, min_size=30)
 
 
 class AppError(Exception):
@@ -73,14 +67,6 @@ class ImageResult:
         return "  \n".join(lines) or "_nothing to show_"
 
 
-def _webcam_predictor(checkpoint: str, detector: str, device: str) -> Predictor:
-    """Predictor factory: the Haar cascade downscales harder for the live view."""
-    if detector == "opencv-webcam":
-        return Predictor(checkpoint, detector=HaarCascadeDetector(**WEBCAM_DETECTOR),
-                         device=device)
-    return Predictor(checkpoint, detector=detector, device=device)
-
-
 class FERService:
     """Model discovery, cached predictors and the two prediction entry points.
 
@@ -96,7 +82,7 @@ class FERService:
                  max_models: int = 4):
         self.default_checkpoint = default_checkpoint
         self.runs_dir, self.results_dir = runs_dir, results_dir
-        self.cache = PredictorCache(max_models, factory=lambda c, d: _webcam_predictor(c, d, device))
+        self.cache = PredictorCache(max_models, factory=lambda c, d: Predictor(c, detector=d, device=device))
         self.checkpoints: dict[str, str] = {}
         self.refresh()
 
@@ -133,7 +119,7 @@ class FERService:
         Raises:
             AppError: The model or detector cannot be loaded (the reason included).
         """
-        known = {name for _, name in DETECTOR_CHOICES} | {"opencv-webcam"}
+        known = {name for _, name in DETECTOR_CHOICES} | {"opencv-fast"}
         if detector not in known:
             raise AppError(f"Unknown face detector {detector!r}.")
         path = self.resolve(choice)
@@ -149,7 +135,7 @@ class FERService:
         request (and, on a ZeroGPU Space, in the main process where it stays cached)."""
         if self.default_choice is None:
             return
-        for det in ("opencv", "opencv-webcam"):
+        for det in ("opencv", "opencv-fast"):
             try:
                 self.predictor(self.default_choice, det)
             except AppError as err:
@@ -203,7 +189,7 @@ class FERService:
         if frame is None:
             return None, None
         if detector == "opencv":
-            detector = "opencv-webcam"
+            detector = "opencv-fast"
         predictor, lock = self.predictor(choice, detector)
         try:
             img = load_image(frame)
