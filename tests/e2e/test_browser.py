@@ -145,6 +145,9 @@ def test_bad_file_gives_a_message(page, tmp_path, shots):
 def test_no_face_example_warns(page, shots):
     page.get_by_role("button", name="coffee").or_(page.locator("img[src*='coffee']")).first.click()
     page.locator("[data-testid=toast-text]").filter(has_text="No face found").first.wait_for()
+    # The toast can arrive before the summary box is re-rendered: wait for the text itself.
+    page.wait_for_function(
+        "() => (document.querySelector('#prediction-summary')?.innerText || '').includes('No face found')")
     assert "No face found" in _summary(page)
     page.screenshot(path=str(shots / "no_face.png"))
 
@@ -191,8 +194,10 @@ def test_webcam_stream(pw, server, workdir, shots):
         page.get_by_role("tab", name="Webcam").click()
         page.get_by_text("Click to Access Webcam").click()
         page.get_by_role("button", name="capture photo").click()
+        # Count distinct frames for 8 s, or longer on a loaded machine until 5 have arrived:
+        # the test is about the stream updating, the rate is only reported.
         frames, last, t0 = [], None, time.time()
-        while time.time() - t0 < 8:
+        while time.time() - t0 < 8 or (len(frames) < 5 and time.time() - t0 < 90):
             srcs = page.evaluate(
                 "() => Array.from(document.querySelectorAll('img')).map(i => i.src).join()")
             if srcs != last:
@@ -203,5 +208,5 @@ def test_webcam_stream(pw, server, workdir, shots):
     finally:
         b.close()
     fps = (len(frames) - 2) / (frames[-1] - frames[1]) if len(frames) > 3 else 0.0
-    print(f"webcam: {len(frames)} frames shown in 8 s, {fps:.1f} frames/s end to end")
+    print(f"webcam: {len(frames)} frames shown, {fps:.1f} frames/s end to end")
     assert len(frames) >= 4, "the live view did not update"
