@@ -229,7 +229,8 @@ def write_run(results_dir: str | Path, run: str, metrics: dict, info: dict,
 
     if "embeddings" in metrics:
         arrays = {
-            "embeddings": np.asarray(metrics["embeddings"], dtype=np.float32),
+            # float16 halves the committed file; the sample only feeds 2-D plots.
+            "embeddings": np.asarray(metrics["embeddings"], dtype=np.float16),
             "labels": np.asarray(metrics["embedding_labels"], dtype=np.int64),
             "index": np.asarray(metrics["embedding_index"], dtype=np.int64),
             "class_names": np.asarray(names, dtype=str),
@@ -297,7 +298,9 @@ def load_run(results_dir: str | Path, run: str) -> dict:
     emb = run_dir / "embeddings.npz"
     if emb.is_file():
         with np.load(emb, allow_pickle=False) as z:
-            out["embeddings"] = {k: z[k] for k in z.files}
+            out["embeddings"] = {
+                k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k] for k in z.files
+            }
     return out
 
 
