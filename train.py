@@ -99,7 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=5e-4)
     g.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (GPU only)")
-    g.add_argument("--select-metric", default="accuracy", help="validation metric that picks checkpoint_best")
+    g.add_argument("--select-metric", default="f1", choices=("f1", "accuracy", "balanced_accuracy", "kappa", "auc"),
+                   help="validation metric that picks checkpoint_best (macro F1: accuracy rewards "
+                        "collapsing onto the majority class on imbalanced data)")
     g.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many steps (smoke tests)")
 
     g = p.add_argument_group("run")
@@ -214,7 +216,9 @@ def train(args: argparse.Namespace) -> dict:
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch = ckpt["meta"]["epoch"] + 1
-        best = ckpt["extra_state"].get("best", best)
+        stored = ckpt["extra_state"].get("best", {})
+        if args.select_metric in stored:  # a changed --select-metric starts a fresh comparison
+            best = stored
         if is_main:
             print(f"resumed {last_path} at epoch {start_epoch}")
     elif is_main and (run_dir / "log.jsonl").exists():
