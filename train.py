@@ -7,7 +7,7 @@ Examples:
     # Every loss of Table 5 (x both pre-trainings), one run after another:
     python train.py --data /data/AffectNet --preset table5 --weights senet50_ft_weight.pkl
     # The small CPU model on FERPlus:
-    python train.py --data ../shared/data/ferplus --model fer_resnet --epochs 30
+    python train.py --data ../shared/data/ferplus --model fer_cnn --epochs 30
     # Several GPUs:
     torchrun --nproc_per_node 4 train.py --data ... --loss weighted-cluster+weighted-softmax
 
@@ -35,7 +35,7 @@ from fer.data import open_dataset
 from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, build_loss
 from fer.evaluator import ClassificationEvaluator
-from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, list_models
+from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, is_small_backbone, list_models
 from fer.transforms import eval_transform, train_transform
 
 # Presets that rerun a whole table of the paper: (model, pretrained) x the five losses.
@@ -74,11 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--weights", default=None, help="local backbone weights (.pkl VGGFace2 release, .safetensors, .pth)")
     g.add_argument("--freeze-stages", type=int, default=None,
                    help="stages to freeze, stem first (default: 3 when pre-trained, as the paper; 0 from scratch)")
-    g.add_argument("--input-size", type=int, default=None, help="network input side (default: 224, or 48 for fer_resnet)")
-    g.add_argument("--in-chans", type=int, default=None, help="input channels (default: 1 for fer_resnet, else 3)")
+    g.add_argument("--input-size", type=int, default=None, help="network input side (default: 224, or 48 for fer_cnn/fer_resnet)")
+    g.add_argument("--in-chans", type=int, default=None, help="input channels (default: 1 for fer_cnn/fer_resnet, else 3)")
     g.add_argument("--embed-dim", type=int, default=512)
     g.add_argument("--head", default=None, choices=HEAD_CHOICES,
-                   help="embedding head: 'linear' (paper: FC->FC) or 'bn-relu' (default for fer_resnet)")
+                   help="embedding head: 'linear' (paper: FC->FC) or 'bn-relu' (default for the small backbones)")
 
     g = p.add_argument_group("loss")
     g.add_argument("--loss", default="weighted-cluster+weighted-softmax", choices=LOSS_SETTINGS)
@@ -125,7 +125,7 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.freeze_stages is None:
         args.freeze_stages = 3 if finetune else 0
     if args.in_chans is None:
-        args.in_chans = 1 if args.model == "fer_resnet" else 3
+        args.in_chans = 1 if is_small_backbone(args.model) else 3
     if args.run_name is None:
         dataset = Path(args.data).resolve().name.lower()
         args.run_name = f"{dataset}-{args.model}-{args.pretrained}-{args.loss}"

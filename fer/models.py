@@ -14,18 +14,26 @@ import timm
 import torch
 from torch import nn
 
-from fer.backbones import FerResNet
+from fer.backbones import FerCNN, FerResNet
 from fer.transforms import DataConfig, grayscale_config, imagenet_config, vggface2_config
 
 # Backbones we know how to split into the paper's stages (stem + 4 residual stages).
 _TIMM_BACKBONES = ("resnet50", "seresnet50", "legacy_seresnet50", "resnet18", "resnet34")
-_SMALL_BACKBONES = {"fer_resnet": dict(widths=(32, 64, 128, 256), depths=(1, 1, 1, 1))}
+_SMALL_BACKBONES = {
+    "fer_cnn": (FerCNN, dict(widths=(32, 64, 128, 256))),
+    "fer_resnet": (FerResNet, dict(widths=(32, 64, 128, 256), depths=(1, 1, 1, 1))),
+}
 PRETRAINED_CHOICES = ("none", "imagenet", "vggface2")
 # "linear": the paper's Table 2 literally (FC -> FC, no normalisation).
 # "bn-relu": FC -> BatchNorm -> ReLU. Two stacked default-initialised linear layers pass little
 # gradient to a backbone trained from scratch: on FERPlus our small net stayed at the majority
 # class for a whole epoch with "linear", and learns at once with "bn-relu".
 HEAD_CHOICES = ("linear", "bn-relu")
+
+
+def is_small_backbone(name: str) -> bool:
+    """Whether ``name`` is one of our 48x48 grayscale CPU backbones."""
+    return name in _SMALL_BACKBONES
 
 
 def list_models() -> list[str]:
@@ -143,7 +151,7 @@ def create_model(
 
     Args:
         name: One of :func:`list_models` (``seresnet50``, ``legacy_seresnet50``, ``resnet50``,
-            ``fer_resnet``, ...). The VGGFace2 release only matches ``legacy_seresnet50``.
+            ``fer_cnn``, ``fer_resnet``, ...). The VGGFace2 release only matches ``legacy_seresnet50``.
         num_classes: Number of output classes K.
         pretrained: ``"none"``; ``"imagenet"`` (timm weights: ``weights`` if given, else the
             timm hub, which needs a network); or ``"vggface2"`` (``weights`` must point to the
@@ -152,7 +160,7 @@ def create_model(
         embed_dim: Embedding size D.
         freeze_stages: How many stages (stem first) to freeze; the paper freezes 3.
         in_chans: Input channels (1 for grayscale faces).
-        input_size: Network input side; defaults to 48 for ``fer_resnet``, else 224.
+        input_size: Network input side; defaults to 48 for the small backbones, else 224.
         head: Embedding head, one of :data:`HEAD_CHOICES`; defaults to ``"bn-relu"`` for the
             small from-scratch backbones and to the paper's ``"linear"`` otherwise.
 
@@ -174,7 +182,8 @@ def create_model(
     if name in _SMALL_BACKBONES:
         if pretrained != "none" and weights is None:
             raise ValueError(f"{name} has no published pre-trained weights; pass weights=PATH")
-        backbone = FerResNet(in_chans=in_chans, **_SMALL_BACKBONES[name])
+        cls, kwargs = _SMALL_BACKBONES[name]
+        backbone = cls(in_chans=in_chans, **kwargs)
         stages = backbone.stages_for_freezing()
     elif name in _TIMM_BACKBONES:
         hub = pretrained == "imagenet" and weights is None

@@ -85,3 +85,13 @@ def test_bn_relu_head_roundtrips_through_checkpoint(tmp_path):
     assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
     with pytest.raises(ValueError, match="head"):
         create_model("fer_resnet", 3, head="mlp")
+
+
+def test_fer_cnn_is_the_small_default_shape():
+    model = create_model("fer_cnn", num_classes=8, in_chans=1)
+    assert model.head == "bn-relu" and model.data_config.input_size == 48
+    feats = model.forward_features(torch.randn(2, 1, 48, 48))
+    assert feats.shape == (2, 256, 3, 3)
+    model.freeze_stages(2)
+    assert not any(p.requires_grad for p in model.backbone.stages[1].parameters())
+    assert all(p.requires_grad for p in model.backbone.stages[2].parameters())
