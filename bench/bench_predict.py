@@ -17,7 +17,7 @@ The seed-000 system (a 4-CNN ensemble with face detection) reports 141.97 ms per
 a CPU and 13.48 ms on a GPU; they are printed alongside for comparison (different
 hardware: read them as orders of magnitude).
 
-    python bench/bench_predict.py --models fer_resnet seresnet50 --repeats 5 --out bench.json
+    python bench/bench_predict.py --models fer_cnn seresnet50 --repeats 5 --out bench.json
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from fer.align import align_face  # noqa: E402
 from fer.checkpoint import save_checkpoint  # noqa: E402
 from fer.classes import AFFECTNET8  # noqa: E402
 from fer.detect import RetinaFaceDetector, create_detector  # noqa: E402
+from fer.models import create_model, is_small_backbone  # noqa: E402
 from fer.predict import Predictor  # noqa: E402
 
 SEED_000 = {"cpu_ms_per_image": 141.97, "gpu_ms_per_image": 13.48}
@@ -87,9 +88,8 @@ def test_frame() -> np.ndarray:
 
 
 def make_checkpoint(model_name: str, folder: Path) -> Path:
-    from fer.models import create_model
 
-    in_chans = 1 if model_name == "fer_resnet" else 3
+    in_chans = 1 if is_small_backbone(model_name) else 3
     model = create_model(model_name, num_classes=len(AFFECTNET8), in_chans=in_chans)
     return save_checkpoint(folder / f"{model_name}.pt", model, classes=list(AFFECTNET8),
                            model_name=model_name)
@@ -169,7 +169,7 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="time this trained model instead of random ones")
-    ap.add_argument("--models", nargs="+", default=["fer_resnet", "seresnet50"],
+    ap.add_argument("--models", nargs="+", default=["fer_cnn", "seresnet50"],
                     help="architectures to time with random weights (no --checkpoint)")
     ap.add_argument("--retinaface-weights", default=None)
     ap.add_argument("--repeats", type=int, default=5)
