@@ -88,7 +88,6 @@ def test_frame() -> np.ndarray:
 
 
 def make_checkpoint(model_name: str, folder: Path) -> Path:
-
     in_chans = 1 if is_small_backbone(model_name) else 3
     model = create_model(model_name, num_classes=len(AFFECTNET8), in_chans=in_chans)
     return save_checkpoint(folder / f"{model_name}.pt", model, classes=list(AFFECTNET8),
