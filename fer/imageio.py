@@ -102,9 +102,17 @@ def load_image(
             raise ImageError(f"{path}: file is empty (0 bytes)")
         with open(path, "rb") as fh:
             return _open_and_decode(fh, str(path), max_pixels)
+    if hasattr(src, "read"):  # an open binary file or stream (e.g. matplotlib's sample data)
+        name = str(getattr(src, "name", "stream"))
+        data = src.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(f"{name}: stream returned {type(data).__name__}, expected bytes (open it in 'rb' mode)")
+        if not data:
+            raise ImageError(f"{name}: stream is empty")
+        return _open_and_decode(io.BytesIO(bytes(data)), name, max_pixels)
     raise ImageError(
-        f"unsupported image source of type {type(src).__name__}; expected a path, bytes, "
-        "a PIL image or a numpy array"
+        f"unsupported image source of type {type(src).__name__}; expected a path, bytes, an open "
+        "binary file, a PIL image or a numpy array"
     )
 
 

@@ -191,3 +191,15 @@ def test_video_frames(tmp_path):
     bad.write_bytes(b"not a video")
     with pytest.raises(ImageError):
         list(iter_video_frames(bad))
+
+
+def test_open_binary_files_and_streams_are_read(tmp_path):
+    path = tmp_path / "face.png"
+    Image.new("RGB", (20, 10), (10, 20, 30)).save(path)
+    with open(path, "rb") as fh:
+        assert load_image(fh).size == (20, 10)
+    assert load_image(io.BytesIO(path.read_bytes())).size == (20, 10)
+    with pytest.raises(ImageError, match="empty"):
+        load_image(io.BytesIO(b""))
+    with open(path, "r", encoding="latin1") as text_mode, pytest.raises(ImageError, match="'rb'"):
+        load_image(text_mode)
