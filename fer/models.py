@@ -26,8 +26,8 @@ _SMALL_BACKBONES = {
 PRETRAINED_CHOICES = ("none", "imagenet", "vggface2")
 # "linear": the paper's Table 2 literally (FC -> FC, no normalisation).
 # "bn-relu": FC -> BatchNorm -> ReLU. Two stacked default-initialised linear layers pass little
-# gradient to a backbone trained from scratch: on FERPlus our small net stayed at the majority
-# class for a whole epoch with "linear", and learns at once with "bn-relu".
+# gradient to a backbone trained from scratch. Measured on a balanced 256-image FERPlus subset
+# (fer_resnet, SGD lr 0.01, 16 steps): training loss 1.77 with "bn-relu" vs 2.03 with "linear".
 HEAD_CHOICES = ("linear", "bn-relu")
 
 
@@ -208,7 +208,7 @@ def create_model(
         load_backbone_weights(backbone, weights)
 
     if head is None:
-        head = "bn-relu" if name in _SMALL_BACKBONES else "linear"
+        head = "bn-relu" if is_small_backbone(name) else "linear"
     model = FERNet(
         backbone, num_classes, embed_dim, _default_config(name, pretrained, in_chans, input_size),
         stages, head,
