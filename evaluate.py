@@ -113,6 +113,8 @@ def _model_info(meta: dict) -> dict:
     pretrained = args.get("pretrained")
     if pretrained in (None, "", False):
         pretrained = "none"
+    if args.get("init_run"):  # fine-tuned from another run of this project
+        pretrained = f"run:{args['init_run']}"
     return {
         "name": meta.get("model_name"),
         "backbone": args.get("model") or meta.get("model_name"),

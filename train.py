@@ -72,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--pretrained", default="none", choices=PRETRAINED_CHOICES,
                    help="'vggface2' needs --weights senet50_*_weight.pkl; 'imagenet' uses --weights or the timm hub")
     g.add_argument("--weights", default=None, help="local backbone weights (.pkl VGGFace2 release, .safetensors, .pth)")
+    g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from a trained model of this project (.pt or .safetensors: backbone, head and "
+                        "classifier; same model and classes), with a fresh optimizer and fresh centers. "
+                        "Counts as fine-tuning for the defaults below")
     g.add_argument("--freeze-stages", type=int, default=None,
                    help="stages to freeze, stem first (default: 3 when pre-trained, as the paper; 0 from scratch)")
     g.add_argument("--input-size", type=int, default=None, help="network input side (default: 224, or 48 for fer_cnn/fer_resnet)")
@@ -119,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the defaults that depend on other arguments (the paper's fine-tune vs scratch recipe)."""
-    finetune = args.pretrained != "none" or args.weights is not None
+    finetune = args.pretrained != "none" or args.weights is not None or args.init_from is not None
     args.batch_size = args.batch_size or (36 if finetune else 30)
     args.lr = args.lr or (1e-3 if finetune else 1e-2)
     if args.freeze_stages is None:
@@ -152,6 +156,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def read_init_checkpoint(path: str, model_name: str, classes: list[str]) -> dict:
+    """Read the checkpoint a fine-tuning run starts from and check that it fits this run.
+
+    Returns:
+        The checkpoint dict (``meta``, ``model``, ...).
+
+    Raises:
+        ValueError: when the checkpoint was trained for another architecture or class list.
+    """
+    ckpt = load_checkpoint(path)
+    meta = ckpt["meta"]
+    if meta.get("model_name") != model_name:
+        raise ValueError(f"--init-from {path} holds a {meta.get('model_name')!r} model, not {model_name!r}")
+    if list(meta.get("classes", [])) != list(classes):
+        raise ValueError(f"--init-from {path} was trained on classes {meta.get('classes')}, this data has {classes}")
+    return ckpt
 
 
 def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
@@ -195,6 +217,12 @@ def train(args: argparse.Namespace) -> dict:
         if val_set is not None:
             print(val_set.describe())
 
+    init_ckpt = None
+    if args.init_from:
+        # Read even when resuming, so every checkpoint of the run names where it started.
+        init_ckpt = read_init_checkpoint(args.init_from, args.model, classes)
+        args.init_run = f"{init_ckpt['meta'].get('run_name')}@epoch{init_ckpt['meta'].get('epoch')}"
+
     criterion = build_loss(
         args.loss, counts, args.embed_dim, lam=args.lam, alpha=args.alpha, gamma=args.gamma,
         center_rate=args.center_rate, reduction=args.reduction,
@@ -221,8 +249,13 @@ def train(args: argparse.Namespace) -> dict:
             best = stored
         if is_main:
             print(f"resumed {last_path} at epoch {start_epoch}")
-    elif is_main and (run_dir / "log.jsonl").exists():
-        (run_dir / "log.jsonl").unlink()  # a fresh run must not append to an old log
+    else:
+        if init_ckpt is not None:
+            model.load_state_dict(init_ckpt["model"])
+            if is_main:
+                print(f"initialised from {args.init_from} ({args.init_run})")
+        if is_main and (run_dir / "log.jsonl").exists():
+            (run_dir / "log.jsonl").unlink()  # a fresh run must not append to an old log
 
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -209,3 +209,9 @@ def test_safetensors_with_centers(tmp_path, folder7):
     assert run["embeddings"]["embeddings"].shape == (5, 512)
     assert run["metrics"]["cluster_ratio_centers"] is not None
     assert results.load_summary(out).loc[0, "loss"] == "weighted-cluster+weighted-softmax"
+
+
+def test_a_fine_tuned_run_names_its_starting_run_as_pre_training():
+    info = evaluate._model_info({"model_name": "fer_cnn", "args": {"pretrained": "none", "init_run": "base@epoch7"}})
+    assert info["pretrained"] == "run:base@epoch7"
+    assert evaluate._model_info({"args": {"pretrained": "none"}})["pretrained"] == "none"

@@ -78,6 +78,29 @@ def test_resume_continues_the_same_run(folder, tmp_path):
     assert [json.loads(line)["epoch"] for line in log] == [0, 1]
 
 
+def test_init_from_starts_a_fresh_run_from_trained_weights(folder, tmp_path):
+    train.main(_args(folder, tmp_path, "--loss", "softmax", "--run-name", "base", "--max-steps", "2"))
+    base = load_checkpoint(tmp_path / "base" / "checkpoint_last.pt")
+    train.main(_args(folder, tmp_path, "--loss", "weighted-cluster+weighted-softmax", "--run-name", "ft",
+                     "--init-from", str(tmp_path / "base" / "checkpoint_last.pt"), "--freeze-stages", "2",
+                     "--max-steps", "2"))
+    ft = load_checkpoint(tmp_path / "ft" / "checkpoint_last.pt")
+    assert ft["meta"]["args"]["lr"] == 1e-3  # counted as fine-tuning: the paper's fine-tune rate
+    assert ft["meta"]["args"]["init_run"] == "base@epoch0"  # provenance, shown as the run's pre-training
+    # The frozen first stage keeps the base's weights exactly; the trained layers moved on.
+    stem = "backbone.stem.0.0.weight"
+    assert torch.equal(ft["model"][stem], base["model"][stem])
+    assert not torch.equal(ft["model"]["fc.weight"], base["model"]["fc.weight"])
+    assert ft["criterion"]["aux_loss.centers"].shape == (3, 512)
+
+
+def test_init_from_refuses_another_architecture(folder, tmp_path):
+    train.main(_args(folder, tmp_path, "--loss", "softmax", "--run-name", "base", "--max-steps", "1"))
+    with pytest.raises(ValueError, match="fer_resnet"):
+        train.main(_args(folder, tmp_path, "--model", "fer_cnn", "--run-name", "ft", "--max-steps", "1",
+                         "--init-from", str(tmp_path / "base" / "checkpoint_last.pt")))
+
+
 def test_preset_runs_every_loss(folder, tmp_path):
     train.main(_args(folder, tmp_path, "--preset", "losses", "--max-steps", "1", "--val-split", "none"))
     runs = sorted(p.name for p in tmp_path.iterdir())
