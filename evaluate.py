@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Subset
 from fer.classes import canonical_names, match_classes
 from fer.evaluator import ClassificationEvaluator
 from fer.metrics import to_percent
+from fer.results import pretraining_label
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_SHARED_CLASSES = 0, 1, 2
 
@@ -110,15 +111,10 @@ def resolve_device(name: str) -> torch.device:
 def _model_info(meta: dict) -> dict:
     """Backbone / pre-training / loss of a checkpoint, from its training arguments."""
     args = meta.get("args") or {}
-    pretrained = args.get("pretrained")
-    if pretrained in (None, "", False):
-        pretrained = "none"
-    if args.get("init_run"):  # fine-tuned from another run of this project
-        pretrained = f"run:{args['init_run']}"
     return {
         "name": meta.get("model_name"),
         "backbone": args.get("model") or meta.get("model_name"),
-        "pretrained": str(pretrained),
+        "pretrained": pretraining_label(args),
         "loss": args.get("loss") or args.get("criterion"),
         "classes": list(meta.get("classes", [])),
         "epoch": meta.get("epoch"),

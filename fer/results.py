@@ -131,6 +131,18 @@ def _confusion_frame(cm: np.ndarray, names: list[str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- writing
+def pretraining_label(train_args: dict) -> str:
+    """How a run's weights started, from its training arguments (``args.json``).
+
+    ``"none"`` (scratch), ``"imagenet"`` / ``"vggface2"``, or ``"run:<name>@epoch<N>"`` for a
+    run fine-tuned from another run of this project with ``train.py --init-from``.
+    """
+    if train_args.get("init_run"):
+        return f"run:{train_args['init_run']}"
+    pretrained = train_args.get("pretrained")
+    return "none" if pretrained in (None, "", False) else str(pretrained)
+
+
 def summary_row(run: str, metrics: dict, info: dict) -> dict:
     """The ``summary.csv`` row of one run.
 

@@ -115,11 +115,10 @@ def read_log(path: str | Path) -> pd.DataFrame:
 def _args_info(args: dict) -> dict:
     """Filter columns of a training run from its ``args.json``."""
     data = args.get("data")
-    pretrained = args.get("pretrained")
     return {
         "dataset": Path(str(data)).name if data else "unknown",
         "backbone": str(args.get("model") or "unknown"),
-        "pretrained": "none" if pretrained in (None, "", False) else str(pretrained),
+        "pretrained": results_lib.pretraining_label(args),
         "loss": str(args.get("loss") or "unknown"),
     }
 
