@@ -45,11 +45,11 @@ finetune() {
   # Two queues of similar length.
   (finetune_one "$FERPLUS" ferplus softmax "$FT_EPOCHS"
    finetune_one "$FERPLUS" ferplus center+softmax "$FT_EPOCHS"
-   finetune_one "$FERPLUS" ferplus weighted-softmax "$FT_EPOCHS"
-   finetune_one "$FER2013" fer2013 softmax "$FER2013_FT_EPOCHS") &
+   finetune_one "$FERPLUS" ferplus weighted-softmax "$FT_EPOCHS") &
   (finetune_one "$FERPLUS" ferplus weighted-cluster+weighted-softmax "$FT_EPOCHS"
    finetune_one "$FERPLUS" ferplus center+weighted-softmax "$FT_EPOCHS"
-   finetune_one "$FER2013" fer2013 weighted-cluster+weighted-softmax "$FER2013_FT_EPOCHS") &
+   finetune_one "$FER2013" fer2013 weighted-cluster+weighted-softmax "$FER2013_FT_EPOCHS"
+   finetune_one "$FER2013" fer2013 softmax "$FER2013_FT_EPOCHS") &
   wait
 }
 
