@@ -1,4 +1,4 @@
-"""Tests for fer/weights.py: safe unpickling, the VGGFace2 converter and the local-weights loader.
+"""Tests for fer/weights.py and fer/safe_pickle.py: safe unpickling, the VGGFace2 converter and the local-weights loader.
 
 The VGGFace2 release itself is not downloaded: a randomly initialised ``legacy_seresnet50`` is
 written in the release's layout (latin1-compatible protocol-2 pickle) and the mapping is
