@@ -42,26 +42,30 @@ finetune_one() {  # dataset-folder dataset-name loss epochs
 }
 
 finetune() {
-  # Two queues of similar length.
+  # Two queues of similar length (each run finishes its epochs before the next starts).
   (finetune_one "$FERPLUS" ferplus softmax "$FT_EPOCHS"
    finetune_one "$FERPLUS" ferplus center+softmax "$FT_EPOCHS"
-   finetune_one "$FERPLUS" ferplus weighted-softmax "$FT_EPOCHS") &
+   finetune_one "$FERPLUS" ferplus weighted-softmax "$FT_EPOCHS"
+   finetune_one "$FER2013" fer2013 center+softmax "$FER2013_FT_EPOCHS"
+   finetune_one "$FER2013" fer2013 center+weighted-softmax "$FER2013_FT_EPOCHS") &
   (finetune_one "$FERPLUS" ferplus weighted-cluster+weighted-softmax "$FT_EPOCHS"
    finetune_one "$FERPLUS" ferplus center+weighted-softmax "$FT_EPOCHS"
    finetune_one "$FER2013" fer2013 weighted-cluster+weighted-softmax "$FER2013_FT_EPOCHS"
-   finetune_one "$FER2013" fer2013 softmax "$FER2013_FT_EPOCHS") &
+   finetune_one "$FER2013" fer2013 softmax "$FER2013_FT_EPOCHS"
+   finetune_one "$FER2013" fer2013 weighted-softmax "$FER2013_FT_EPOCHS") &
   wait
 }
 
 evaluate() {
+  python evaluate.py --checkpoint runs/ferplus-fer_cnn-softmax/checkpoint_last.pt --data "$FERPLUS" --split val \
+    --workers 0 --run-name ferplus-fer_cnn-base__ferplus-val
+  python evaluate.py --checkpoint runs/fer2013-fer_cnn-softmax/checkpoint_last.pt --data "$FER2013" --split val \
+    --workers 0 --run-name fer2013-fer_cnn-base__fer2013-val
   for loss in "${LOSSES[@]}"; do
     ckpt=runs/ferplus-fer_cnn-ft-$(short "$loss")/checkpoint_best.pt
     python evaluate.py --checkpoint "$ckpt" --data "$FERPLUS" --split val --workers 0
-    python evaluate.py --checkpoint "$ckpt" --data "$FER2013" --split val --workers 0  # same faces, original labels
-  done
-  python evaluate.py --checkpoint runs/ferplus-fer_cnn-softmax/checkpoint_last.pt --data "$FERPLUS" --split val \
-    --workers 0 --run-name ferplus-fer_cnn-base__ferplus-val
-  for loss in softmax weighted-cluster+weighted-softmax; do
+    # The same faces under their original FER2013 labels (7 shared classes; contempt left out).
+    python evaluate.py --checkpoint "$ckpt" --data "$FER2013" --split val --workers 0
     python evaluate.py --checkpoint "runs/fer2013-fer_cnn-ft-$(short "$loss")/checkpoint_best.pt" --data "$FER2013" \
       --split val --workers 0
   done
