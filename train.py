@@ -6,8 +6,9 @@ Examples:
         --weights senet50_ft_weight.pkl --loss weighted-cluster+weighted-softmax
     # Every loss of Table 5 (x both pre-trainings), one run after another:
     python train.py --data /data/AffectNet --preset table5 --weights senet50_ft_weight.pkl
-    # The small CPU model on FERPlus:
-    python train.py --data ../shared/data/ferplus --model fer_cnn --epochs 30
+    # The small CPU model on FERPlus (bf16 autocast: about 2x faster on CPUs with AMX/AVX512-BF16):
+    python train.py --data ../shared/data/ferplus --model fer_cnn --loss softmax --epochs 30 \\
+        --sched cosine --lr 0.01 --batch-size 64 --amp bf16 --cache
     # Several GPUs:
     torchrun --nproc_per_node 4 train.py --data ... --loss weighted-cluster+weighted-softmax
 
@@ -98,11 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=None, help="global batch (default: 36 fine-tuning, 30 from scratch)")
     g.add_argument("--lr", type=float, default=None, help="default: 1e-3 fine-tuning, 1e-2 from scratch")
-    g.add_argument("--lr-step", type=int, default=10, help="halve the learning rate every this many epochs")
-    g.add_argument("--lr-decay", type=float, default=0.5)
+    g.add_argument("--sched", default="step", choices=("step", "cosine"),
+                   help="'step': multiply the rate by --lr-decay every --lr-step epochs (the paper); "
+                        "'cosine': anneal it to 0 over --epochs")
+    g.add_argument("--lr-step", type=int, default=10, help="with --sched step: decay every this many epochs")
+    g.add_argument("--lr-decay", type=float, default=0.5, help="with --sched step: the decay factor")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (GPU only)")
+    g.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                   help="mixed precision: 'auto' is bf16 on GPU and off on CPU; '--amp bf16' on a CPU with "
+                        "AMX/AVX512-BF16 trains fer_cnn about 2x faster")
     g.add_argument("--select-metric", default="f1", choices=("f1", "accuracy", "balanced_accuracy", "kappa", "auc"),
                    help="validation metric that picks checkpoint_best (macro F1: accuracy rewards "
                         "collapsing onto the majority class on imbalanced data)")
@@ -177,11 +183,27 @@ def read_init_checkpoint(path: str, model_name: str, classes: list[str]) -> dict
 
 
 def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or choice == "off":
+    """The autocast dtype for ``--amp`` on ``device`` (None: full fp32).
+
+    ``auto`` is bf16 on GPUs (no loss scaling needed) and fp32 on CPUs, where bf16 is only
+    fast with native support (AMX / AVX512-BF16), so a CPU run asks for it with ``--amp bf16``.
+    """
+    if choice == "off" or device.type not in ("cuda", "cpu"):
         return None
+    if device.type == "cpu":
+        if choice == "fp16":
+            raise ValueError("--amp fp16 needs a GPU; on a CPU use --amp bf16")
+        return torch.bfloat16 if choice == "bf16" else None
     if choice == "fp16":
         return torch.float16
-    return torch.bfloat16  # auto and bf16: no loss scaling needed
+    return torch.bfloat16
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch learning-rate schedule named by ``--sched``."""
+    if args.sched == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_decay)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -229,7 +251,7 @@ def train(args: argparse.Namespace) -> dict:
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_decay)
+    scheduler = build_scheduler(optimizer, args)
     dtype = amp_dtype(args.amp, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
@@ -257,8 +279,7 @@ def train(args: argparse.Namespace) -> dict:
         if is_main and (run_dir / "log.jsonl").exists():
             (run_dir / "log.jsonl").unlink()  # a fresh run must not append to an old log
 
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPU and CPU alike
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

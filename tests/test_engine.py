@@ -1,0 +1,36 @@
+"""Tests for fer.engine: mixed precision and memory layout of the training/inference loops."""
+
+import torch
+
+from fer.engine import autocast, predict_loader, to_model_input
+from fer.models import create_model
+
+
+def test_cpu_autocast_runs_convolutions_in_bf16():
+    conv = torch.nn.Conv2d(1, 4, 3)
+    x = torch.randn(2, 1, 8, 8)
+    cpu = torch.device("cpu")
+    with autocast(cpu, torch.bfloat16):
+        assert conv(x).dtype == torch.bfloat16
+    with autocast(cpu, None):
+        assert conv(x).dtype == torch.float32
+    with autocast(cpu, torch.float16):  # not supported on CPU: falls back to fp32 rather than failing
+        assert conv(x).dtype == torch.float32
+
+
+def test_model_input_is_channels_last_with_the_same_values():
+    x = torch.randn(3, 1, 6, 6)
+    y = to_model_input(x, torch.device("cpu"))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, y)
+
+
+def test_predict_loader_agrees_between_fp32_and_bf16():
+    torch.manual_seed(0)
+    model = create_model("fer_cnn", 3, in_chans=1).eval()
+    batches = [(torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 0]))]
+    fp32 = predict_loader(model, batches, "cpu", show_progress=False)
+    bf16 = predict_loader(model, batches, "cpu", amp_dtype=torch.bfloat16, show_progress=False)
+    assert fp32["logits"].shape == (4, 3) and bf16["logits"].dtype == torch.float32
+    assert torch.allclose(fp32["logits"], bf16["logits"], atol=0.1, rtol=0.05)
+    assert torch.equal(fp32["targets"], bf16["targets"])
