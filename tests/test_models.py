@@ -95,3 +95,13 @@ def test_fer_cnn_is_the_small_default_shape():
     model.freeze_stages(2)
     assert not any(p.requires_grad for p in model.backbone.stages[1].parameters())
     assert all(p.requires_grad for p in model.backbone.stages[2].parameters())
+
+
+def test_fer_cnn_wide_is_fer_cnn_with_more_channels():
+    wide = create_model("fer_cnn_wide", num_classes=8, in_chans=1)
+    small = create_model("fer_cnn", num_classes=8, in_chans=1)
+    assert wide.data_config == small.data_config and wide.head == "bn-relu"
+    assert wide.forward_features(torch.randn(2, 1, 48, 48)).shape == (2, 384, 3, 3)
+    assert wide(torch.randn(2, 1, 48, 48)).shape == (2, 8)
+    n = sum(p.numel() for p in wide.parameters())
+    assert 2.0 * sum(p.numel() for p in small.parameters()) < n < 25 * 2**20 / 4  # still bundle-sized
