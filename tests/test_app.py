@@ -195,6 +195,17 @@ def test_compare_data(env):
     assert "ferplus" in data.choices("dataset") and "AffectNet" in data.choices("dataset")
 
 
+def test_compare_opens_on_the_best_run(env):
+    from fer.app.ui import _compare_outputs
+
+    data = load_compare_data(env["root"] / "results", env["root"] / "runs")
+    dropdown = _compare_outputs(data, "accuracy", None, True, {})[2]
+    # tiny-1's logits favour the truth more, so its macro F1 is higher: it is shown first.
+    assert dropdown.value == "tiny-1__ferplus-val"
+    assert [c[0] if isinstance(c, tuple) else c for c in dropdown.choices][0] == "tiny-1__ferplus-val"
+    assert _compare_outputs(data, "accuracy", "tiny-0__ferplus-val", True, {})[2].value == "tiny-0__ferplus-val"
+
+
 def test_charts_empty(tmp_path):
     data = load_compare_data(tmp_path / "empty", None)
     assert any("no evaluation results" in n for n in data.notes)
