@@ -36,7 +36,7 @@ from fer.data import open_dataset
 from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, build_loss
 from fer.evaluator import ClassificationEvaluator
-from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, is_small_backbone, list_models
+from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, default_in_chans, list_models
 from fer.transforms import eval_transform, train_transform
 
 # Presets that rerun a whole table of the paper: (model, pretrained) x the five losses.
@@ -135,7 +135,7 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.freeze_stages is None:
         args.freeze_stages = 3 if finetune else 0
     if args.in_chans is None:
-        args.in_chans = 1 if is_small_backbone(args.model) else 3
+        args.in_chans = default_in_chans(args.model)
     if args.run_name is None:
         dataset = Path(args.data).resolve().name.lower()
         args.run_name = f"{dataset}-{args.model}-{args.pretrained}-{args.loss}"

@@ -42,7 +42,7 @@ from fer.align import align_face  # noqa: E402
 from fer.checkpoint import save_checkpoint  # noqa: E402
 from fer.classes import AFFECTNET8  # noqa: E402
 from fer.detect import RetinaFaceDetector, create_detector  # noqa: E402
-from fer.models import create_model, is_small_backbone  # noqa: E402
+from fer.models import create_model  # noqa: E402
 from fer.predict import Predictor  # noqa: E402
 
 SEED_000 = {"cpu_ms_per_image": 141.97, "gpu_ms_per_image": 13.48}
@@ -88,8 +88,7 @@ def test_frame() -> np.ndarray:
 
 
 def make_checkpoint(model_name: str, folder: Path) -> Path:
-    in_chans = 1 if is_small_backbone(model_name) else 3
-    model = create_model(model_name, num_classes=len(AFFECTNET8), in_chans=in_chans)
+    model = create_model(model_name, num_classes=len(AFFECTNET8))
     return save_checkpoint(folder / f"{model_name}.pt", model, classes=list(AFFECTNET8),
                            model_name=model_name)
 

@@ -24,15 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from fer.engine import autocast, forward_with_embedding, to_model_input  # noqa: E402
 from fer.losses import build_loss  # noqa: E402
-from fer.models import create_model, is_small_backbone  # noqa: E402
+from fer.models import create_model  # noqa: E402
 
 
 def images_per_second(model_name: str, dtype: torch.dtype | None, args: argparse.Namespace) -> float:
     """Median training throughput of ``model_name`` with autocast ``dtype`` (None: fp32)."""
     device = torch.device(args.device)
-    in_chans = 1 if is_small_backbone(model_name) else 3  # as train.py: 48x48 grayscale small models
-    model = create_model(model_name, 8, freeze_stages=args.freeze_stages, input_size=args.input_size,
-                         in_chans=in_chans)
+    model = create_model(model_name, 8, freeze_stages=args.freeze_stages, input_size=args.input_size)
     model = model.to(device, memory_format=torch.channels_last).train()
     cfg = model.data_config
     criterion = build_loss(args.loss, [100] * 8, model.embed_dim).to(device)

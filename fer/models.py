@@ -39,6 +39,12 @@ def is_small_backbone(name: str) -> bool:
     return name in _SMALL_BACKBONES
 
 
+def default_in_chans(name: str) -> int:
+    """Input channels a backbone is built for unless told otherwise: 1 (48x48 grayscale faces)
+    for the small backbones, 3 (RGB) for the ImageNet/VGGFace2 ones."""
+    return 1 if is_small_backbone(name) else 3
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
     return sorted([*_TIMM_BACKBONES, *_SMALL_BACKBONES])
@@ -146,7 +152,7 @@ def create_model(
     weights: str | Path | None = None,
     embed_dim: int = 512,
     freeze_stages: int = 0,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     input_size: int | None = None,
     head: str | None = None,
 ) -> FERNet:
@@ -162,7 +168,8 @@ def create_model(
         weights: Optional local weights file for the backbone (.safetensors, .pth, .pkl).
         embed_dim: Embedding size D.
         freeze_stages: How many stages (stem first) to freeze; the paper freezes 3.
-        in_chans: Input channels (1 for grayscale faces).
+        in_chans: Input channels; defaults to :func:`default_in_chans` (1 for the small
+            backbones, else 3).
         input_size: Network input side; defaults to 48 for the small backbones, else 224.
         head: Embedding head, one of :data:`HEAD_CHOICES`; defaults to ``"bn-relu"`` for the
             small from-scratch backbones and to the paper's ``"linear"`` otherwise.
@@ -182,6 +189,8 @@ def create_model(
     if pretrained == "vggface2" and weights is None:
         raise ValueError("pretrained='vggface2' needs weights=PATH to senet50_ft_weight.pkl")
 
+    if in_chans is None:
+        in_chans = default_in_chans(name)
     if name in _SMALL_BACKBONES:
         if pretrained != "none" and weights is None:
             raise ValueError(f"{name} has no published pre-trained weights; pass weights=PATH")

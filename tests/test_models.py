@@ -105,3 +105,9 @@ def test_fer_cnn_wide_is_fer_cnn_with_more_channels():
     assert wide(torch.randn(2, 1, 48, 48)).shape == (2, 8)
     n = sum(p.numel() for p in wide.parameters())
     assert 2.0 * sum(p.numel() for p in small.parameters()) < n < 25 * 2**20 / 4  # still bundle-sized
+
+
+def test_in_chans_defaults_to_the_backbones_own():
+    assert create_model("fer_cnn", 8).data_config.in_chans == 1  # 48x48 grayscale, as train.py builds it
+    assert create_model("fer_cnn", 8).data_config.input_size == 48
+    assert create_model("resnet18", 8).data_config.in_chans == 3
