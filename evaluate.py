@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", "-j", type=int, default=None,
                         help="data loader processes (default: min(4, CPU count))")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16, else fp16) on CUDA")
+    parser.add_argument("--tta", default="none", choices=("none", "flip"),
+                        help="test-time augmentation: 'flip' averages each face with its mirror image")
     parser.add_argument("--max-per-class", type=int, default=None, metavar="N",
                         help="evaluate on at most N images per class (a quick check, not a result)")
     parser.add_argument("--embeddings", type=int, default=2000, metavar="N",
@@ -184,7 +186,8 @@ def evaluate_checkpoint(ckpt: str | Path, args: argparse.Namespace, device: torc
     amp_dtype = None
     if args.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    out = predict_loader(model, loader, device, amp_dtype=amp_dtype, desc=f"eval {Path(ckpt).name}")
+    out = predict_loader(model, loader, device, amp_dtype=amp_dtype, desc=f"eval {Path(ckpt).name}",
+                         flip_tta=args.tta == "flip")
     seconds = time.perf_counter() - t0
 
     # The model chooses among the shared classes only: its other logits are dropped before
@@ -221,6 +224,7 @@ def evaluate_checkpoint(ckpt: str | Path, args: argparse.Namespace, device: torc
             "data_only": data_only,
             "images_dropped": int(sum(data_counts[data_classes.index(c)] for c in data_only)),
         },
+        "tta": args.tta,
         "device": str(device),
         "seconds": round(seconds, 2),
         "images_per_second": round(len(subset) / seconds, 1) if seconds > 0 else None,
@@ -228,15 +232,15 @@ def evaluate_checkpoint(ckpt: str | Path, args: argparse.Namespace, device: torc
     return metrics, info, (None if centers is None else centers.numpy())
 
 
-def default_run_name(ckpt: str | Path, train_run: str | None, dataset: str, split: str) -> str:
-    """``<training run or checkpoint stem>__<dataset>-<split>``."""
+def default_run_name(ckpt: str | Path, train_run: str | None, dataset: str, split: str, tta: str = "none") -> str:
+    """``<training run or checkpoint stem>__<dataset>-<split>``, plus ``-tta-<kind>`` with TTA."""
     stem = Path(ckpt).stem
     # train.py writes <run>/checkpoint_best.pt and checkpoint_last.pt: name those by the run.
     generic = {"best", "last", "checkpoint", "checkpoint_best", "checkpoint_last", "model"}
     base = train_run if train_run and stem in generic else stem
     if stem == "checkpoint_last" or stem == "last":
         base += "-last"
-    return f"{base}__{dataset}-{split}"
+    return f"{base}__{dataset}-{split}" + ("" if tta == "none" else f"-tta-{tta}")
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:
@@ -317,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             status = max(status, err.code)
             continue
         run = safe_run_name(args.run_name or default_run_name(
-            ckpt, info["model"]["train_run"], info["dataset"]["name"], args.split))
+            ckpt, info["model"]["train_run"], info["dataset"]["name"], args.split, args.tta))
         run_dir = write_run(args.out, run, metrics, info, centers=centers)
         # The training log (train.py writes it next to its checkpoints) travels with the
         # results, so the app can draw training curves where runs/ is not deployed.

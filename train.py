@@ -23,7 +23,6 @@ import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fer.checkpoint import load_checkpoint, save_checkpoint
-from fer.data import open_dataset
+from fer.data import detect_format, open_dataset
 from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, build_loss
 from fer.evaluator import ClassificationEvaluator
@@ -65,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--val-split", default="val", help="split used for model selection ('none' to skip)")
     g.add_argument("--max-per-class", type=int, default=None, help="cap training images per class (small smoke runs)")
     g.add_argument("--val-max-per-class", type=int, default=None, help="cap validation images per class")
+    g.add_argument("--soft-labels", action="store_true",
+                   help="FERPlus only: train on each face's crowd-vote distribution instead of its majority "
+                        "label (Barsoum et al. 2016's cross-entropy scheme); validation keeps majority labels")
     g.add_argument("--cache", action="store_true", help="keep decoded images in RAM (small 48x48 datasets)")
     g.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) // 2)))
 
@@ -217,7 +219,13 @@ def train(args: argparse.Namespace) -> dict:
 
     # Data. The train and eval presets come from the model's data config, so build the model first.
     data_kw = dict(fmt=args.format, seed=args.seed, cache=args.cache)
-    train_set = open_dataset(args.data, args.train_split, max_per_class=args.max_per_class, **data_kw)
+    train_kw = {}
+    if args.soft_labels:
+        fmt = detect_format(args.data) if args.format == "auto" else args.format
+        if fmt != "ferplus":
+            raise ValueError(f"--soft-labels needs crowd votes (FERPlus); {args.data} is {fmt!r}")
+        train_kw["target"] = "soft"
+    train_set = open_dataset(args.data, args.train_split, max_per_class=args.max_per_class, **data_kw, **train_kw)
     classes = list(train_set.classes)
     counts = train_set.class_counts()
     model = create_model(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fer.losses import JointLoss
+from fer.losses import JointLoss, hard_labels
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -113,7 +113,7 @@ def train_one_epoch(
         sums["loss"] += out.total.item() * n
         sums["loss_cls"] += out.classification.item() * n
         sums["loss_aux"] += 0.0 if out.auxiliary is None else out.auxiliary.item() * n
-        sums["correct"] += (logits.argmax(1) == target).sum().item()
+        sums["correct"] += (logits.argmax(1) == hard_labels(target)).sum().item()
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['correct'] / seen:.3f}")
         if log_every and (step + 1) % log_every == 0:
             rate = seen / (time.perf_counter() - start)
@@ -133,6 +133,41 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
+def infer_batch(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    flip_tta: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and embeddings of one preprocessed batch, the one inference step that evaluation
+    and serving share.
+
+    Args:
+        model: A model of :func:`fer.models.create_model` in eval mode.
+        images: ``(B, C, H, W)`` batch from the eval transform.
+        device: Where to run it.
+        amp_dtype: Autocast dtype, or None for fp32.
+        flip_tta: Also run the mirrored faces and average logits and embeddings (test-time
+            augmentation: expressions are left-right symmetric and training flips faces).
+
+    Returns:
+        ``(logits (B, K), embeddings (B, D))``, float32 on ``device``.
+    """
+    x = to_model_input(images, device)
+    if flip_tta:
+        x = torch.cat([x, x.flip(-1)])
+    with autocast(device, amp_dtype):
+        logits, emb = forward_with_embedding(model, x)
+    logits, emb = logits.float(), emb.float()
+    if flip_tta:
+        b = images.shape[0]
+        logits = (logits[:b] + logits[b:]) / 2
+        emb = (emb[:b] + emb[b:]) / 2
+    return logits, emb
+
+
+@torch.inference_mode()
 def predict_loader(
     model: nn.Module,
     loader: Iterable,
@@ -140,8 +175,9 @@ def predict_loader(
     amp_dtype: torch.dtype | None = None,
     show_progress: bool = True,
     desc: str = "eval",
+    flip_tta: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Run ``model`` over ``loader`` once.
+    """Run ``model`` over ``loader`` once (see :func:`infer_batch` for ``flip_tta``).
 
     Returns:
         ``{"logits": (N, K) float32, "targets": (N,) int64, "embeddings": (N, D) float32}``
@@ -152,12 +188,9 @@ def predict_loader(
     net.eval()
     logits, targets, embeddings = [], [], []
     for images, target in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
-        images = to_model_input(images, device)
-        with autocast(device, amp_dtype):
-            emb = net.forward_head(net.forward_features(images), pre_logits=True)
-            out = net.get_classifier()(emb)
-        logits.append(out.float().cpu())
-        embeddings.append(emb.float().cpu())
+        out, emb = infer_batch(net, images, device, amp_dtype=amp_dtype, flip_tta=flip_tta)
+        logits.append(out.cpu())
+        embeddings.append(emb.cpu())
         targets.append(torch.as_tensor(target).cpu())
     if not logits:
         raise ValueError("the loader yielded no batches: is the dataset empty?")

@@ -70,12 +70,30 @@ class WeightedSoftmaxLoss(nn.Module):
         )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Args: logits ``(m, K)``, target ``(m,)`` int64. Returns a scalar."""
-        nll = F.cross_entropy(logits.float(), target, reduction="none")
+        """Cross-entropy against class indices or against label distributions.
+
+        Args:
+            logits: ``(m, K)``.
+            target: ``(m,)`` int64 class indices, or ``(m, K)`` float rows summing to 1 (e.g.
+                FER+ crowd-vote distributions). A distribution ``q`` gives
+                ``-sum_c W_c q_c log p_c`` with sample weight ``sum_c W_c q_c``, which is the
+                hard-label loss when ``q`` is one-hot.
+
+        Returns:
+            A scalar.
+        """
+        if target.dim() == 1:
+            nll = F.cross_entropy(logits.float(), target, reduction="none")
+            if self.class_weights is None:
+                return _reduce(nll, self.reduction)
+            w = self.class_weights[target]
+            return _reduce(w * nll, self.reduction, w)
+        q = target.float()
+        logp = F.log_softmax(logits.float(), dim=1)
         if self.class_weights is None:
-            return _reduce(nll, self.reduction)
-        w = self.class_weights[target]
-        return _reduce(w * nll, self.reduction, w)
+            return _reduce(-(q * logp).sum(dim=1), self.reduction)
+        wq = q * self.class_weights
+        return _reduce(-(wq * logp).sum(dim=1), self.reduction, wq.sum(dim=1))
 
 
 class CenterLoss(nn.Module):
@@ -204,12 +222,19 @@ class JointLoss(nn.Module):
         return None if self.aux_loss is None else self.aux_loss.centers
 
     def forward(self, logits: torch.Tensor, embeddings: torch.Tensor, target: torch.Tensor) -> LossOutput:
-        """Args: logits ``(m, K)``, embeddings ``(m, D)``, target ``(m,)``."""
+        """Args: logits ``(m, K)``, embeddings ``(m, D)``, target ``(m,)`` class indices or
+        ``(m, K)`` label distributions; a center term uses each distribution's top class."""
         cls = self.cls_loss(logits, target)
         if self.aux_loss is None:
             return LossOutput(cls, cls.detach(), None)
-        aux = self.aux_loss(embeddings, target)
+        aux = self.aux_loss(embeddings, hard_labels(target))
         return LossOutput(cls + self.lam * aux, cls.detach(), aux.detach())
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    """``(m,)`` class indices from ``(m,)`` indices or ``(m, K)`` distributions (their argmax,
+    ties to the first class, as FERPlus majority labels)."""
+    return target.argmax(dim=1) if target.dim() == 2 else target
 
 
 def build_loss(

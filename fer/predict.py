@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fer import checkpoint as ckpt_lib
 from fer.align import align_face
 from fer.detect import Face, FaceDetector, create_detector
+from fer.engine import infer_batch
 from fer.imageio import ImageSource, load_image
 from fer.transforms import eval_transform
 
@@ -151,6 +152,8 @@ class Predictor:
         batch_size: Largest number of faces per forward pass.
         detector_kwargs: Extra arguments for :func:`fer.detect.create_detector`
             (e.g. ``{"weights": "retinaface.pth"}``).
+        flip_tta: Average each face's logits with its mirror image's (twice the network
+            compute per face; see :func:`fer.engine.infer_batch`).
 
     Raises:
         FileNotFoundError: If the checkpoint (or the default model) does not exist.
@@ -166,6 +169,7 @@ class Predictor:
         min_face_size: int = MIN_FACE_SIZE,
         batch_size: int = 64,
         detector_kwargs: dict[str, Any] | None = None,
+        flip_tta: bool = False,
     ):
         path = Path(checkpoint) if checkpoint is not None else Path(ckpt_lib.DEFAULT_MODEL_PATH)
         if not path.is_file():
@@ -185,6 +189,7 @@ class Predictor:
         self.classify_whole_image_if_no_face = classify_whole_image_if_no_face
         self.min_face_size = min_face_size
         self.batch_size = batch_size
+        self.flip_tta = flip_tta
 
     # -- classification ------------------------------------------------------------------
     @torch.inference_mode()
@@ -202,8 +207,8 @@ class Predictor:
         out = []
         for i in range(0, len(crops), self.batch_size):
             x = torch.stack([self.transform(c) for c in crops[i:i + self.batch_size]])
-            logits = self.model(x.to(self.device, non_blocking=True))
-            out.append(logits.float().softmax(dim=1).cpu().numpy())
+            logits, _ = infer_batch(self.model, x, self.device, flip_tta=self.flip_tta)
+            out.append(logits.softmax(dim=1).cpu().numpy())
         return np.concatenate(out)
 
     # -- detection + classification ----------------------------------------------------

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-face", type=int, default=MIN_FACE_SIZE)
     ap.add_argument("--whole-image", action="store_true",
                     help="classify the whole image when no face is found")
+    ap.add_argument("--tta", action="store_true",
+                    help="also classify each face mirrored and average (test-time augmentation, 2x compute)")
     ap.add_argument("--every", type=int, default=1, help="video: classify every N-th frame")
     ap.add_argument("--json", action="store_true", help="print JSON lines, one per face")
     ap.add_argument("--csv", default=None, metavar="FILE", help="write one CSV row per face")
@@ -117,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, detector=args.detector, device=args.device, margin=args.margin,
             classify_whole_image_if_no_face=args.whole_image, min_face_size=args.min_face,
             detector_kwargs={"weights": args.detector_weights} if args.detector_weights else None,
+            flip_tta=args.tta,
         )
     except (FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

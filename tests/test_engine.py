@@ -2,7 +2,7 @@
 
 import torch
 
-from fer.engine import autocast, predict_loader, to_model_input
+from fer.engine import autocast, infer_batch, predict_loader, to_model_input
 from fer.models import create_model
 
 
@@ -34,3 +34,20 @@ def test_predict_loader_agrees_between_fp32_and_bf16():
     assert fp32["logits"].shape == (4, 3) and bf16["logits"].dtype == torch.float32
     assert torch.allclose(fp32["logits"], bf16["logits"], atol=0.1, rtol=0.05)
     assert torch.equal(fp32["targets"], bf16["targets"])
+
+
+def test_flip_tta_averages_a_face_and_its_mirror():
+    torch.manual_seed(0)
+    model = create_model("fer_cnn", 3, in_chans=1).eval()
+    x = torch.randn(2, 1, 48, 48)
+    cpu = torch.device("cpu")
+    logits, emb = infer_batch(model, x, cpu)
+    mirror_logits, mirror_emb = infer_batch(model, x.flip(-1), cpu)
+    tta_logits, tta_emb = infer_batch(model, x, cpu, flip_tta=True)
+    assert tta_logits.shape == (2, 3) and tta_emb.shape == emb.shape
+    assert torch.allclose(tta_logits, (logits + mirror_logits) / 2, atol=1e-5)
+    assert torch.allclose(tta_emb, (emb + mirror_emb) / 2, atol=1e-5)
+    # A face and its mirror image get the same answer under TTA.
+    assert torch.allclose(infer_batch(model, x.flip(-1), cpu, flip_tta=True)[0], tta_logits, atol=1e-5)
+    out = predict_loader(model, [(x, torch.tensor([0, 1]))], "cpu", show_progress=False, flip_tta=True)
+    assert torch.allclose(out["logits"], tta_logits, atol=1e-5)

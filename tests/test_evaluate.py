@@ -123,6 +123,17 @@ def test_evaluate_folder_writes_results(tmp_path, folder7, capsys):
     assert loaded["embeddings"]["embeddings"].shape == (14, 512)
 
 
+def test_flip_tta_is_recorded_and_named(tmp_path, folder7):
+    ckpt = _checkpoint(tmp_path / "fer7" / "checkpoint_best.pt", FER2013)
+    out = tmp_path / "results"
+    assert _run("--checkpoint", ckpt, "--data", folder7, "--out", out) == 0
+    assert _run("--checkpoint", ckpt, "--data", folder7, "--out", out, "--tta", "flip") == 0
+    assert results.list_runs(out) == ["fer7__fer2013-val", "fer7__fer2013-val-tta-flip"]
+    plain, tta = (json.loads((out / r / "metrics.json").read_text()) for r in results.list_runs(out))
+    assert plain["tta"] == "none" and tta["tta"] == "flip"
+    assert tta["metrics"]["num_images"] == plain["metrics"]["num_images"] == 14
+
+
 def test_cross_dataset_uses_shared_classes_only(tmp_path, folder7, ferplus8, capsys):
     out = tmp_path / "results"
     # A 7-class FER2013 model on 8-class FERPlus: contempt images are dropped.

@@ -41,6 +41,42 @@ def test_weighted_softmax_matches_hand_computation():
     assert WeightedSoftmaxLoss(None, "sum")(logits, target).item() == pytest.approx(sum(nll), rel=1e-6)
 
 
+@pytest.mark.parametrize("weights", [None, torch.tensor([0.2, 1.0, 0.5])])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_soft_targets_generalise_hard_labels(weights, reduction):
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3)
+    target = torch.tensor([0, 1, 2, 2, 1])
+    loss = WeightedSoftmaxLoss(weights, reduction)
+    one_hot = torch.nn.functional.one_hot(target, 3).float()
+    assert loss(logits, one_hot).item() == pytest.approx(loss(logits, target).item(), rel=1e-6)
+
+
+def test_weighted_soft_target_by_hand():
+    logits = torch.tensor([[1.0, 0.0]])
+    q = torch.tensor([[0.75, 0.25]])
+    w = torch.tensor([0.5, 1.0])
+    logp = torch.log_softmax(logits, 1)[0]
+    num = -(0.5 * 0.75 * logp[0] + 1.0 * 0.25 * logp[1])
+    # -sum_c W_c q_c log p_c, divided by the sample's weight sum_c W_c q_c under "mean".
+    assert WeightedSoftmaxLoss(w, "sum")(logits, q).item() == pytest.approx(num.item(), rel=1e-6)
+    assert WeightedSoftmaxLoss(w, "mean")(logits, q).item() == pytest.approx(num.item() / 0.625, rel=1e-6)
+
+
+def test_joint_loss_with_soft_targets_updates_centers_by_top_class():
+    loss = build_loss("weighted-cluster+weighted-softmax", [10, 5, 20], embed_dim=2)
+    hard = build_loss("weighted-cluster+weighted-softmax", [10, 5, 20], embed_dim=2)
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    logits = torch.zeros(2, 3, requires_grad=True)
+    q = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]])
+    out = loss(logits, x, q)
+    hard(logits, x, torch.tensor([0, 2]))
+    assert torch.equal(loss.centers, hard.centers)  # the aux term saw labels [0, 2]
+    assert loss.centers[1].abs().sum() == 0 and loss.centers[0].abs().sum() > 0
+    out.total.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
 def test_center_loss_value_and_update_direction():
     loss = CenterLoss(num_classes=2, embed_dim=2, rate=0.5, reduction="sum")
     x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])

@@ -104,6 +104,18 @@ def test_forty_faces_in_one_batch(ckpt):
     assert calls == [16, 16, 8]
 
 
+def test_flip_tta_gives_mirrored_faces_the_same_probabilities(ckpt, hopper):
+    pred = Predictor(ckpt, detector="none", device="cpu", flip_tta=True)
+    calls = _count_forwards(pred.model)
+    face = hopper.crop(HOPPER_FACE)
+    mirrored = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    probs = pred.classify([face, mirrored])
+    assert calls == [4]  # both faces and both mirrors in one forward pass
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
+    plain = Predictor(ckpt, detector="none", device="cpu").classify([face, mirrored])
+    assert not np.allclose(plain[0], plain[1], atol=1e-5)  # without TTA the random model tells them apart
+
+
 def test_predict_batch_classifies_all_images_together(ckpt, hopper):
     pred = Predictor(ckpt, detector="none", device="cpu")
     calls = _count_forwards(pred.model)

@@ -11,7 +11,7 @@ from PIL import Image
 
 import train
 from fer.checkpoint import load_checkpoint, load_model
-from fer.losses import LOSS_SETTINGS
+from fer.losses import LOSS_SETTINGS, JointLoss
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["anger", "happy", "neutral"]
@@ -143,3 +143,45 @@ def test_bf16_cosine_run_trains_and_anneals(folder, tmp_path):
     # Weights are stored in fp32 whatever the autocast dtype, and the centers too.
     assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
     assert meta["centers"].dtype == torch.float32 and torch.isfinite(meta["centers"]).all()
+
+
+def _ferplus_train_split(root: Path, n: int = 12) -> None:
+    """A FERPlus-style ``FER2013Train``/``FER2013Valid`` pair with crowd votes over 8 classes."""
+    rng = np.random.default_rng(2)
+    for split in ("FER2013Train", "FER2013Valid"):
+        d = root / split
+        d.mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            name = f"fer{i:07d}.png"
+            Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(d / name)
+            votes = [0] * 10
+            votes[i % 8] = 6
+            votes[(i + 1) % 8] = 4
+            rows.append(",".join([name, '"(0, 0, 48, 48)"', *map(str, votes)]))
+        (d / "label.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_soft_labels_train_on_vote_distributions(tmp_path, monkeypatch):
+    data = tmp_path / "ferplus"
+    _ferplus_train_split(data)
+    seen = []
+    real_forward = JointLoss.forward
+
+    def spy(self, logits, emb, target):
+        seen.append(target)
+        return real_forward(self, logits, emb, target)
+
+    monkeypatch.setattr(JointLoss, "forward", spy)
+    train.main(_args(data, tmp_path / "runs", "--model", "fer_cnn", "--loss", "weighted-cluster+weighted-softmax",
+                     "--soft-labels", "--run-name", "soft", "--max-steps", "2"))
+    assert seen and seen[0].shape == (4, 8) and torch.allclose(seen[0].sum(1), torch.ones(4))
+    assert {0.6, 0.4} <= {round(v, 3) for v in seen[0].flatten().tolist()}
+    log = json.loads((tmp_path / "runs" / "soft" / "log.jsonl").read_text())
+    assert np.isfinite(log["train_loss"]) and 0 <= log["train_accuracy"] <= 1 and "val_accuracy" in log
+    assert json.loads((tmp_path / "runs" / "soft" / "args.json").read_text())["soft_labels"] is True
+
+
+def test_soft_labels_need_crowd_votes(folder, tmp_path):
+    with pytest.raises(ValueError, match="FERPlus"):
+        train.main(_args(folder, tmp_path, "--soft-labels", "--max-steps", "1"))
