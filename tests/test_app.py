@@ -59,6 +59,8 @@ def test_build_demo(env):
     assert isinstance(demo, gr.Blocks)
     assert svc.default_choice == "default: tiny.safetensors"
     assert len(svc.cache) >= 1  # preloaded: the first request does not load the model
+    predictor, _ = svc.predictor(svc.default_choice, "opencv")
+    assert predictor.flip_tta  # the app averages each face with its mirror image by default
     assert {"predict"} <= {f.api_name for f in demo.fns.values()}
     assert len(env["examples"]) == 3 and all(Path(p).stat().st_size < 100_000 for p in env["examples"])
     kw = app.launch_kwargs(port=1234)
