@@ -36,7 +36,7 @@ from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, build_loss
 from fer.evaluator import ClassificationEvaluator
 from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, default_in_chans, list_models
-from fer.transforms import eval_transform, train_transform
+from fer.transforms import AUGMENTATIONS, eval_transform, train_transform
 
 # Presets that rerun a whole table of the paper: (model, pretrained) x the five losses.
 PRESETS = {
@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--soft-labels", action="store_true",
                    help="FERPlus only: train on each face's crowd-vote distribution instead of its majority "
                         "label (Barsoum et al. 2016's cross-entropy scheme); validation keeps majority labels")
+    g.add_argument("--augment", default="paper", choices=AUGMENTATIONS,
+                   help="'paper': random crop + flip; 'strong': also rotation, shift, brightness/contrast, "
+                        "random erasing (see fer.transforms.train_transform)")
     g.add_argument("--cache", action="store_true", help="keep decoded images in RAM (small 48x48 datasets)")
     g.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) // 2)))
 
@@ -233,7 +236,7 @@ def train(args: argparse.Namespace) -> dict:
         embed_dim=args.embed_dim, freeze_stages=args.freeze_stages, in_chans=args.in_chans,
         input_size=args.input_size, head=args.head,
     ).to(device)
-    train_set.transform = train_transform(model.data_config)
+    train_set.transform = train_transform(model.data_config, args.augment)
     val_set = None
     if args.val_split != "none":
         val_set = open_dataset(

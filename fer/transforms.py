@@ -103,21 +103,42 @@ def _tail(cfg: DataConfig) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), _ToModelPixels(cfg)]
 
 
-def train_transform(cfg: DataConfig) -> T.Compose:
-    """The paper's augmentation: random crop resized to the input size, random flip.
+AUGMENTATIONS = ("paper", "strong")
+
+
+def train_transform(cfg: DataConfig, augment: str = "paper") -> T.Compose:
+    """Training augmentation.
+
+    ``"paper"`` is the paper's: a random crop resized to the input size and a random flip.
+    ``"strong"`` adds what small FER2013 networks use against over-fitting (a 2.8M-parameter
+    CNN reaches 92% train vs 83% validation accuracy on FERPlus with ``"paper"``): rotation up
+    to 10 degrees, shifts up to 10%, brightness/contrast jitter of 30%, and random erasing of
+    2-20% of the face half the time.
 
     Args:
         cfg: The model's data config.
+        augment: One of :data:`AUGMENTATIONS`.
 
     Returns:
         A callable mapping a PIL image to a ``(in_chans, S, S)`` float tensor.
     """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     mode = "L" if cfg.in_chans == 1 else "RGB"
-    return T.Compose([
+    steps = [
         _ToMode(mode),
         T.RandomResizedCrop(cfg.input_size, scale=(cfg.crop_scale, 1.0), antialias=True),
         T.RandomHorizontalFlip(),
+    ]
+    if augment == "paper":
+        return T.Compose([*steps, *_tail(cfg)])
+    return T.Compose([
+        *steps,
+        T.RandomAffine(degrees=10, translate=(0.1, 0.1)),
+        T.ColorJitter(brightness=0.3, contrast=0.3),
         *_tail(cfg),
+        # After normalisation, so erased pixels are 0: the data mean, not black.
+        T.RandomErasing(p=0.5, scale=(0.02, 0.2), value=0),
     ])
 
 

@@ -11,7 +11,7 @@
 # bf16 autocast: on a CPU with AMX/AVX512-BF16 that is about 2x faster than fp32 for fer_cnn.
 # The base runs anneal their rate with a cosine over all their epochs; the fine-tuning runs keep
 # the paper's recipe (lr 1e-3, halved every 10 epochs, so constant over these few epochs).
-# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|all]   (default: all; wide, soft are separate)
+# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|all]   (default: all; the others are separate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,23 +93,26 @@ wide() {
   done
 }
 
-soft() {
+soft() {  # run-name [extra train.py arguments for the base and its fine-tunings]
   # fer_cnn_wide trained on the FER+ crowd-vote distributions (--soft-labels) for 40 epochs instead
   # of majority labels for 30, then the softmax and weighted-cluster fine-tunings (majority labels,
   # as the paper's losses) from it. Barsoum et al. 2016 measured soft targets ~1 point above
-  # majority labels on FER+.
-  python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --threads 2 --loss softmax --lr 0.01 \
-    --sched cosine --epochs "${SOFT_EPOCHS:-40}" --soft-labels --run-name ferplus-fer_cnn_wide-softlabels
+  # majority labels on FER+. THREADS=1 runs two such stages side by side.
+  local name=$1; shift
+  python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --threads "${THREADS:-2}" --loss softmax \
+    --lr 0.01 --sched cosine --epochs "${SOFT_EPOCHS:-40}" --soft-labels --run-name "$name" "$@"
   for loss in softmax weighted-cluster+weighted-softmax; do
     python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --loss "$loss" --epochs "$FT_EPOCHS" \
-      --lr 1e-3 --freeze-stages 2 --init-from runs/ferplus-fer_cnn_wide-softlabels/checkpoint_last.pt \
-      --run-name "ferplus-fer_cnn_wide-softlabels-ft-$(short "$loss")" &
+      --lr 1e-3 --freeze-stages 2 --init-from "runs/$name/checkpoint_last.pt" \
+      --run-name "$name-ft-$(short "$loss")" "$@" &
   done
   wait
 }
 
 case ${1:-all} in
-  base) base ;; finetune) finetune ;; evaluate) evaluate ;; wide) wide ;; soft) soft ;;
+  base) base ;; finetune) finetune ;; evaluate) evaluate ;; wide) wide ;;
+  soft) soft ferplus-fer_cnn_wide-softlabels ;;
+  soft-strong) soft ferplus-fer_cnn_wide-softlabels-strong --augment strong ;;  # + fer.transforms "strong"
   all) base; finetune; evaluate ;;
-  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|all]" >&2; exit 2 ;;
 esac

@@ -182,6 +182,12 @@ def test_soft_labels_train_on_vote_distributions(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "runs" / "soft" / "args.json").read_text())["soft_labels"] is True
 
 
+def test_strong_augmentation_is_a_training_option(folder, tmp_path):
+    train.main(_args(folder, tmp_path, "--augment", "strong", "--run-name", "aug", "--max-steps", "1"))
+    _, meta = load_model(tmp_path / "aug" / "checkpoint_last.pt")
+    assert meta["args"]["augment"] == "strong"
+
+
 def test_soft_labels_need_crowd_votes(folder, tmp_path):
     with pytest.raises(ValueError, match="FERPlus"):
         train.main(_args(folder, tmp_path, "--soft-labels", "--max-steps", "1"))
