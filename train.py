@@ -328,7 +328,10 @@ def train(args: argparse.Namespace) -> dict:
         )
         scheduler.step()
 
-        record = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
+        # "amp" says in which precision the validation numbers below were computed (evaluate.py
+        # uses fp32, so bf16 numbers can differ from its in the second decimal).
+        record = {"epoch": epoch, "lr": lr, "amp": str(dtype).removeprefix("torch.") if dtype else "fp32",
+                  **{f"train_{k}": v for k, v in stats.items()}}
         if is_main and val_loader is not None:
             out = predict_loader(model, val_loader, device, amp_dtype=dtype, show_progress=not args.no_progress, desc="val")
             evaluator = ClassificationEvaluator(classes)

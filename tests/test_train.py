@@ -138,6 +138,7 @@ def test_bf16_cosine_run_trains_and_anneals(folder, tmp_path):
                      "--run-name", "bf16", "--max-steps", "2"))
     log = [json.loads(line) for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in log] == pytest.approx([0.01, 0.005])  # cosine over 2 epochs: 1, then 1/2
+    assert [r["amp"] for r in log] == ["bfloat16", "bfloat16"]
     assert all(np.isfinite(r["train_loss"]) for r in log)
     model, meta = load_model(tmp_path / "bf16" / "checkpoint_last.pt")
     # Weights are stored in fp32 whatever the autocast dtype, and the centers too.
