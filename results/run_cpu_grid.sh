@@ -11,7 +11,7 @@
 # bf16 autocast: on a CPU with AMX/AVX512-BF16 that is about 2x faster than fp32 for fer_cnn.
 # The base runs anneal their rate with a cosine over all their epochs; the fine-tuning runs keep
 # the paper's recipe (lr 1e-3, halved every 10 epochs, so constant over these few epochs).
-# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|all]   (default: all; the others are separate)
+# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|all]   (default: all; the others are separate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -109,10 +109,25 @@ soft() {  # run-name [extra train.py arguments for the base and its fine-tunings
   wait
 }
 
+evaluate_soft() {  # each soft-label stage: base, then its fine-tunings; without and with flip TTA
+  local name run ckpt tta
+  for name in ferplus-fer_cnn_wide-softlabels ferplus-fer_cnn_wide-softlabels-strong; do
+    for run in base ft-softmax ft-wcws; do
+      ckpt=runs/$name-$run/checkpoint_best.pt
+      [ "$run" = base ] && ckpt=runs/$name/checkpoint_last.pt
+      for tta in none flip; do
+        python evaluate.py --checkpoint "$ckpt" --data "$FERPLUS" --split val --workers 0 --tta "$tta" \
+          --run-name "$name-${run}__ferplus-val$([ "$tta" = flip ] && echo -tta-flip)"
+      done
+    done
+  done
+}
+
 case ${1:-all} in
   base) base ;; finetune) finetune ;; evaluate) evaluate ;; wide) wide ;;
   soft) soft ferplus-fer_cnn_wide-softlabels ;;
   soft-strong) soft ferplus-fer_cnn_wide-softlabels-strong --augment strong ;;  # + fer.transforms "strong"
+  evaluate-soft) evaluate_soft ;;
   all) base; finetune; evaluate ;;
-  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|all]" >&2; exit 2 ;;
 esac
