@@ -74,22 +74,35 @@ evaluate() {
   done
 }
 
+finetune_wide() {  # base-run run-prefix [extra train.py arguments]
+  # fer_cnn_wide fine-tuned from runs/<base-run> with softmax and with weighted-cluster, side by side,
+  # as runs/<run-prefix>-<loss>.
+  local base=$1 prefix=$2 loss; shift 2
+  for loss in softmax weighted-cluster+weighted-softmax; do
+    python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --loss "$loss" --epochs "$FT_EPOCHS" \
+      --lr 1e-3 --freeze-stages 2 --init-from "runs/$base/checkpoint_last.pt" \
+      --run-name "$prefix-$(short "$loss")" "$@" &
+  done
+  wait
+}
+
+evaluate_ferplus() {  # checkpoint run-name [tta...]: one FERPlus validation evaluation per TTA setting
+  local ckpt=$1 name=$2 tta; shift 2
+  for tta in "${@:-none}"; do
+    python evaluate.py --checkpoint "$ckpt" --data "$FERPLUS" --split val --workers 0 --tta "$tta" \
+      --run-name "${name}__ferplus-val$([ "$tta" = flip ] && echo -tta-flip)"
+  done
+}
+
 wide() {
   # The same two stages with fer_cnn_wide (1.5x channels) on FERPlus, for the softmax and the
   # weighted-cluster settings only: does a bigger network close the gap to the accuracy target?
   python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --threads 2 --loss softmax --lr 0.01 \
     --sched cosine --epochs "$BASE_EPOCHS" --run-name ferplus-fer_cnn_wide-softmax
-  for loss in softmax weighted-cluster+weighted-softmax; do
-    python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --loss "$loss" --epochs "$FT_EPOCHS" \
-      --lr 1e-3 --freeze-stages 2 --init-from runs/ferplus-fer_cnn_wide-softmax/checkpoint_last.pt \
-      --run-name "ferplus-fer_cnn_wide-ft-$(short "$loss")" &
-  done
-  wait
-  python evaluate.py --checkpoint runs/ferplus-fer_cnn_wide-softmax/checkpoint_last.pt --data "$FERPLUS" \
-    --split val --workers 0 --run-name ferplus-fer_cnn_wide-base__ferplus-val
-  for loss in softmax weighted-cluster+weighted-softmax; do
-    python evaluate.py --checkpoint "runs/ferplus-fer_cnn_wide-ft-$(short "$loss")/checkpoint_best.pt" \
-      --data "$FERPLUS" --split val --workers 0
+  finetune_wide ferplus-fer_cnn_wide-softmax ferplus-fer_cnn_wide-ft
+  evaluate_ferplus runs/ferplus-fer_cnn_wide-softmax/checkpoint_last.pt ferplus-fer_cnn_wide-base
+  for loss in softmax wcws; do
+    evaluate_ferplus "runs/ferplus-fer_cnn_wide-ft-$loss/checkpoint_best.pt" "ferplus-fer_cnn_wide-ft-$loss"
   done
 }
 
@@ -101,42 +114,25 @@ soft() {  # run-name [extra train.py arguments for the base and its fine-tunings
   local name=$1; shift
   python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --threads "${THREADS:-2}" --loss softmax \
     --lr 0.01 --sched cosine --epochs "${SOFT_EPOCHS:-40}" --soft-labels --run-name "$name" "$@"
-  for loss in softmax weighted-cluster+weighted-softmax; do
-    python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --loss "$loss" --epochs "$FT_EPOCHS" \
-      --lr 1e-3 --freeze-stages 2 --init-from "runs/$name/checkpoint_last.pt" \
-      --run-name "$name-ft-$(short "$loss")" "$@" &
-  done
-  wait
+  finetune_wide "$name" "$name-ft" "$@"
 }
 
 soft_finetune() {
   # The fine-tunings of the soft-label base, themselves on the vote distributions (fine-tuning on majority
   # labels lost the base's gain: 84.19 -> 83.69).
   local name=ferplus-fer_cnn_wide-softlabels loss
-  for loss in softmax weighted-cluster+weighted-softmax; do
-    python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --loss "$loss" --epochs "$FT_EPOCHS" \
-      --lr 1e-3 --freeze-stages 2 --init-from "runs/$name/checkpoint_last.pt" --soft-labels \
-      --run-name "$name-softft-$(short "$loss")" &
-  done
-  wait
+  finetune_wide "$name" "$name-softft" --soft-labels
   for loss in softmax wcws; do
-    for tta in none flip; do
-      python evaluate.py --checkpoint "runs/$name-softft-$loss/checkpoint_best.pt" --data "$FERPLUS" --split val \
-        --workers 0 --tta "$tta"
-    done
+    evaluate_ferplus "runs/$name-softft-$loss/checkpoint_best.pt" "$name-softft-$loss" none flip
   done
 }
 
 evaluate_soft() {  # each soft-label stage: base, then its fine-tunings; without and with flip TTA
-  local name run ckpt tta
+  local name loss
   for name in ferplus-fer_cnn_wide-softlabels ferplus-fer_cnn_wide-softlabels-strong; do
-    for run in base ft-softmax ft-wcws; do
-      ckpt=runs/$name-$run/checkpoint_best.pt
-      [ "$run" = base ] && ckpt=runs/$name/checkpoint_last.pt
-      for tta in none flip; do
-        python evaluate.py --checkpoint "$ckpt" --data "$FERPLUS" --split val --workers 0 --tta "$tta" \
-          --run-name "$name-${run}__ferplus-val$([ "$tta" = flip ] && echo -tta-flip)"
-      done
+    evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" none flip
+    for loss in softmax wcws; do
+      evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" none flip
     done
   done
 }
