@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from fer.checkpoint import load_checkpoint, save_checkpoint
 from fer.data import detect_format, open_dataset
 from fer.engine import predict_loader, train_one_epoch
-from fer.losses import LOSS_SETTINGS, build_loss
+from fer.losses import LOSS_SETTINGS, SOFT_WEIGHTINGS, build_loss
 from fer.evaluator import ClassificationEvaluator
 from fer.models import HEAD_CHOICES, PRETRAINED_CHOICES, create_model, default_in_chans, list_models
 from fer.transforms import AUGMENTATIONS, eval_transform, train_transform
@@ -99,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--gamma", type=float, default=1.0, help="weighted-cluster center learning rate")
     g.add_argument("--center-rate", type=float, default=0.5, help="center-loss center learning rate")
     g.add_argument("--reduction", default="mean", choices=("mean", "sum"), help="loss over the mini-batch")
+    g.add_argument("--soft-weighting", default=None, choices=SOFT_WEIGHTINGS,
+                   help="with --soft-labels and a weighted softmax: weight each vote by its class's W_c "
+                        "('votes', the default) or each face by W of its top class ('top')")
 
     g = p.add_argument_group("optimisation (defaults: the paper's section 4.3)")
     g.add_argument("--epochs", type=int, default=30)
@@ -141,6 +144,10 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.freeze_stages = 3 if finetune else 0
     if args.in_chans is None:
         args.in_chans = default_in_chans(args.model)
+    if args.soft_weighting is not None and not args.soft_labels:
+        raise ValueError("--soft-weighting only applies with --soft-labels")
+    if args.soft_labels and args.soft_weighting is None:
+        args.soft_weighting = "votes"
     if args.run_name is None:
         dataset = Path(args.data).resolve().name.lower()
         args.run_name = f"{dataset}-{args.model}-{args.pretrained}-{args.loss}"
@@ -258,7 +265,7 @@ def train(args: argparse.Namespace) -> dict:
 
     criterion = build_loss(
         args.loss, counts, args.embed_dim, lam=args.lam, alpha=args.alpha, gamma=args.gamma,
-        center_rate=args.center_rate, reduction=args.reduction,
+        center_rate=args.center_rate, reduction=args.reduction, soft_weighting=args.soft_weighting or "votes",
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)

@@ -36,6 +36,9 @@ LOSS_SETTINGS = (
 )
 # The paper's lambda per auxiliary loss (section 4.3).
 DEFAULT_LAMBDA = {"center": 0.5, "weighted-cluster": 1.0}
+# How W_c weights a label distribution q (crowd votes): per vote, sum_c W_c q_c, or by the
+# distribution's top class, W_{argmax q}. Both give eq. 1 back on one-hot targets.
+SOFT_WEIGHTINGS = ("votes", "top")
 
 
 def _reduce(loss: torch.Tensor, reduction: str, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,11 +63,22 @@ class WeightedSoftmaxLoss(nn.Module):
     Args:
         class_weights: ``(K,)`` weights ``W_c``; ``None`` gives the plain softmax loss.
         reduction: ``"mean"`` (divide by the batch's summed weights) or ``"sum"`` (the paper's).
+        soft_weighting: How ``W_c`` weights a label distribution ``q`` (see :meth:`forward`):
+            ``"votes"`` weights each class's term by its own ``W_c``; ``"top"`` weights the whole
+            sample by ``W`` of its top class. With ``W_c = N_min / N_c`` a single contempt vote
+            among ten outweighs nine neutral ones under ``"votes"``, which on FERPlus pushed the
+            model to call a quarter of the faces a rare class; ``"top"`` keeps eq. 1's per-sample
+            weighting and only softens the target.
     """
 
-    def __init__(self, class_weights: torch.Tensor | None = None, reduction: str = "mean"):
+    def __init__(
+        self, class_weights: torch.Tensor | None = None, reduction: str = "mean", soft_weighting: str = "votes"
+    ):
         super().__init__()
+        if soft_weighting not in SOFT_WEIGHTINGS:
+            raise ValueError(f"soft_weighting must be one of {SOFT_WEIGHTINGS}, got {soft_weighting!r}")
         self.reduction = reduction
+        self.soft_weighting = soft_weighting
         self.register_buffer(
             "class_weights", None if class_weights is None else class_weights.float().clone()
         )
@@ -75,9 +89,10 @@ class WeightedSoftmaxLoss(nn.Module):
         Args:
             logits: ``(m, K)``.
             target: ``(m,)`` int64 class indices, or ``(m, K)`` float rows summing to 1 (e.g.
-                FER+ crowd-vote distributions). A distribution ``q`` gives
-                ``-sum_c W_c q_c log p_c`` with sample weight ``sum_c W_c q_c``, which is the
-                hard-label loss when ``q`` is one-hot.
+                FER+ crowd-vote distributions). A distribution ``q`` gives, with
+                ``soft_weighting="votes"``, ``-sum_c W_c q_c log p_c`` with sample weight
+                ``sum_c W_c q_c``; with ``"top"``, ``-W_t sum_c q_c log p_c`` with sample weight
+                ``W_t``, ``t = argmax q``. Either is the hard-label loss when ``q`` is one-hot.
 
         Returns:
             A scalar.
@@ -92,6 +107,9 @@ class WeightedSoftmaxLoss(nn.Module):
         logp = F.log_softmax(logits.float(), dim=1)
         if self.class_weights is None:
             return _reduce(-(q * logp).sum(dim=1), self.reduction)
+        if self.soft_weighting == "top":
+            w = self.class_weights[hard_labels(q)]
+            return _reduce(-w * (q * logp).sum(dim=1), self.reduction, w)
         wq = q * self.class_weights
         return _reduce(-(wq * logp).sum(dim=1), self.reduction, wq.sum(dim=1))
 
@@ -246,6 +264,7 @@ def build_loss(
     gamma: float = 1.0,
     center_rate: float = 0.5,
     reduction: str = "mean",
+    soft_weighting: str = "votes",
 ) -> JointLoss:
     """Build one of the paper's Table 5 settings by name.
 
@@ -258,12 +277,14 @@ def build_loss(
         gamma: Weighted-cluster center learning rate.
         center_rate: Center-loss center learning rate.
         reduction: ``"mean"`` or ``"sum"`` over the mini-batch.
+        soft_weighting: How a weighted softmax weights label distributions
+            (:class:`WeightedSoftmaxLoss`); no effect on class-index targets.
     """
     if name not in LOSS_SETTINGS:
         raise ValueError(f"unknown loss {name!r}; choose from {LOSS_SETTINGS}")
     weights = class_weights(class_counts)
     aux_name, _, cls_name = name.rpartition("+")
-    cls = WeightedSoftmaxLoss(weights if cls_name == "weighted-softmax" else None, reduction)
+    cls = WeightedSoftmaxLoss(weights if cls_name == "weighted-softmax" else None, reduction, soft_weighting)
     if not aux_name:
         return JointLoss(cls)
     K = weights.numel()

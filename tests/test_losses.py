@@ -43,11 +43,12 @@ def test_weighted_softmax_matches_hand_computation():
 
 @pytest.mark.parametrize("weights", [None, torch.tensor([0.2, 1.0, 0.5])])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_soft_targets_generalise_hard_labels(weights, reduction):
+@pytest.mark.parametrize("soft_weighting", ["votes", "top"])
+def test_soft_targets_generalise_hard_labels(weights, reduction, soft_weighting):
     torch.manual_seed(0)
     logits = torch.randn(5, 3)
     target = torch.tensor([0, 1, 2, 2, 1])
-    loss = WeightedSoftmaxLoss(weights, reduction)
+    loss = WeightedSoftmaxLoss(weights, reduction, soft_weighting)
     one_hot = torch.nn.functional.one_hot(target, 3).float()
     assert loss(logits, one_hot).item() == pytest.approx(loss(logits, target).item(), rel=1e-6)
 
@@ -61,6 +62,34 @@ def test_weighted_soft_target_by_hand():
     # -sum_c W_c q_c log p_c, divided by the sample's weight sum_c W_c q_c under "mean".
     assert WeightedSoftmaxLoss(w, "sum")(logits, q).item() == pytest.approx(num.item(), rel=1e-6)
     assert WeightedSoftmaxLoss(w, "mean")(logits, q).item() == pytest.approx(num.item() / 0.625, rel=1e-6)
+
+
+def test_top_class_soft_weighting_by_hand():
+    logits = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    q = torch.tensor([[0.75, 0.25], [0.0, 1.0]])
+    w = torch.tensor([0.5, 1.0])
+    logp = torch.log_softmax(logits, 1)
+    first = -(0.75 * logp[0, 0] + 0.25 * logp[0, 1])  # weight W_0 = 0.5: class 0 has most votes
+    second = -logp[1, 1]  # weight W_1 = 1
+    total = 0.5 * first + 1.0 * second
+    loss = WeightedSoftmaxLoss(w, "sum", "top")
+    assert loss(logits, q).item() == pytest.approx(total.item(), rel=1e-6)
+    assert WeightedSoftmaxLoss(w, "mean", "top")(logits, q).item() == pytest.approx(total.item() / 1.5, rel=1e-6)
+    # A minority vote for the heavily weighted class no longer outweighs the majority's votes.
+    votes = WeightedSoftmaxLoss(torch.tensor([0.01, 1.0]), "sum", "votes")
+    top = WeightedSoftmaxLoss(torch.tensor([0.01, 1.0]), "sum", "top")
+    logits = torch.zeros(1, 2, requires_grad=True)
+    q = torch.tensor([[0.9, 0.1]])
+    grad_votes = torch.autograd.grad(votes(logits, q), logits)[0]
+    grad_top = torch.autograd.grad(top(logits, q), logits)[0]
+    assert grad_votes[0, 1] < 0 < grad_top[0, 1]  # "votes" raises the rare logit, "top" lowers it
+
+
+def test_soft_weighting_is_checked():
+    with pytest.raises(ValueError, match="soft_weighting"):
+        WeightedSoftmaxLoss(None, "mean", "majority")
+    loss = build_loss("weighted-softmax", [10, 5], embed_dim=2, soft_weighting="top")
+    assert loss.cls_loss.soft_weighting == "top"
 
 
 def test_joint_loss_with_soft_targets_updates_centers_by_top_class():

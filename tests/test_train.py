@@ -175,12 +175,15 @@ def test_soft_labels_train_on_vote_distributions(tmp_path, monkeypatch):
 
     monkeypatch.setattr(JointLoss, "forward", spy)
     train.main(_args(data, tmp_path / "runs", "--model", "fer_cnn", "--loss", "weighted-cluster+weighted-softmax",
-                     "--soft-labels", "--run-name", "soft", "--max-steps", "2"))
+                     "--soft-labels", "--soft-weighting", "top", "--run-name", "soft", "--max-steps", "2"))
     assert seen and seen[0].shape == (4, 8) and torch.allclose(seen[0].sum(1), torch.ones(4))
     assert {0.6, 0.4} <= {round(v, 3) for v in seen[0].flatten().tolist()}
     log = json.loads((tmp_path / "runs" / "soft" / "log.jsonl").read_text())
     assert np.isfinite(log["train_loss"]) and 0 <= log["train_accuracy"] <= 1 and "val_accuracy" in log
-    assert json.loads((tmp_path / "runs" / "soft" / "args.json").read_text())["soft_labels"] is True
+    args = json.loads((tmp_path / "runs" / "soft" / "args.json").read_text())
+    assert args["soft_labels"] is True and args["soft_weighting"] == "top"
+    _, meta = load_model(tmp_path / "runs" / "soft" / "checkpoint_last.pt")
+    assert meta["args"]["soft_weighting"] == "top"
 
 
 def test_strong_augmentation_is_a_training_option(folder, tmp_path):
@@ -192,3 +195,5 @@ def test_strong_augmentation_is_a_training_option(folder, tmp_path):
 def test_soft_labels_need_crowd_votes(folder, tmp_path):
     with pytest.raises(ValueError, match="FERPlus"):
         train.main(_args(folder, tmp_path, "--soft-labels", "--max-steps", "1"))
+    with pytest.raises(ValueError, match="--soft-labels"):
+        train.main(_args(folder, tmp_path, "--soft-weighting", "top", "--max-steps", "1"))
