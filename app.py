@@ -24,7 +24,7 @@ MAX_FILE_SIZE = "20mb"
 def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | Path | None = None,
                runs_dir: str | Path | None = None, device: str = "auto",
                examples: list[str] | None = None, preload: bool = True,
-               concurrency: int = 2, stream_every: float = 0.1, flip_tta: bool = True):
+               concurrency: int = 2, stream_every: float = 0.1, tta: str = "flip"):
     """Build the app (not launched).
 
     Args:
@@ -40,8 +40,9 @@ def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | 
         concurrency: Predictions run at once (the queue holds the rest).
         stream_every: Seconds between webcam frames sent by the browser (0.1: up to 10 fps;
             one frame takes ~40 ms on a busy 2-core CPU with the small default model).
-        flip_tta: Classify each face and its mirror image and average (measured on FERPlus
-            validation: +1.3 points of accuracy for the bundled model; see results/README.md).
+        tta: Test-time augmentation (:data:`fer.transforms.TTA_MODES`); ``"flip"`` classifies
+            each face and its mirror image and averages them (measured on FERPlus validation:
+            +1.3 points of accuracy for the bundled model; see results/README.md).
 
     Returns:
         A queued ``gr.Blocks``; call ``.launch(**launch_kwargs())`` on it.
@@ -53,7 +54,7 @@ def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | 
     results_dir = Path(results_dir) if results_dir is not None else ROOT / "results"
     runs_dir = Path(runs_dir) if runs_dir is not None else ROOT / "runs"
     service = FERService(default_checkpoint or DEFAULT_MODEL_PATH, runs_dir, results_dir, device,
-                         flip_tta=flip_tta)
+                         tta=tta)
     if preload:
         service.preload()
     demo = build_ui(service, CompareStore(results_dir, runs_dir), examples, stream_every)
@@ -72,7 +73,11 @@ def launch_kwargs(port: int | None = None, share: bool = False, host: str | None
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+# fer.transforms.TTA_MODES, spelled out so that `python app.py --help` needs no torch import.
+TTA_MODES = ("none", "flip", "flip-zoom")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", help="model selected at start (default: the bundled one)")
     parser.add_argument("--results", default=str(ROOT / "results"), help="evaluate.py output folder")
@@ -83,12 +88,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--stream-every", type=float, default=0.1,
                         help="seconds between webcam frames (0.1 = up to 10 frames/s)")
-    parser.add_argument("--no-tta", action="store_true",
-                        help="classify each face once instead of averaging it with its mirror image")
+    parser.add_argument("--tta", default="flip", choices=TTA_MODES,
+                        help="test-time augmentation: 'flip' (default) averages each face with its mirror "
+                             "image, 'flip-zoom' also with a centre crop of both (4x the network compute), "
+                             "'none' classifies each face once")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per prediction (default 1: requests run in "
                              "parallel, and a small model on a shared CPU is ~30x slower when "
                              "its threads compete for cores)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads > 0:
         import torch
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--checkpoint {args.checkpoint}: file not found")
     demo = build_demo(args.checkpoint, args.results, args.runs, args.device,
                       concurrency=max(2, (os.cpu_count() or 2) // max(1, args.threads)),
-                      stream_every=args.stream_every, flip_tta=not args.no_tta)
+                      stream_every=args.stream_every, tta=args.tta)
     demo.launch(**launch_kwargs(args.port, args.share, args.host))
 
 

@@ -34,6 +34,7 @@ from fer.classes import canonical_names, match_classes
 from fer.evaluator import ClassificationEvaluator
 from fer.metrics import to_percent
 from fer.results import pretraining_label
+from fer.transforms import TTA_MODES
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_SHARED_CLASSES = 0, 1, 2
 
@@ -86,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", "-j", type=int, default=None,
                         help="data loader processes (default: min(4, CPU count))")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16, else fp16) on CUDA")
-    parser.add_argument("--tta", default="none", choices=("none", "flip"),
-                        help="test-time augmentation: 'flip' averages each face with its mirror image")
+    parser.add_argument("--tta", default="none", choices=TTA_MODES,
+                        help="test-time augmentation: 'flip' averages each face with its mirror image, "
+                             "'flip-zoom' also with a centre crop of both")
     parser.add_argument("--max-per-class", type=int, default=None, metavar="N",
                         help="evaluate on at most N images per class (a quick check, not a result)")
     parser.add_argument("--embeddings", type=int, default=2000, metavar="N",
@@ -187,7 +189,7 @@ def evaluate_checkpoint(ckpt: str | Path, args: argparse.Namespace, device: torc
     if args.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     out = predict_loader(model, loader, device, amp_dtype=amp_dtype, desc=f"eval {Path(ckpt).name}",
-                         flip_tta=args.tta == "flip")
+                         tta=args.tta)
     seconds = time.perf_counter() - t0
 
     # The model chooses among the shared classes only: its other logits are dropped before

@@ -3,7 +3,7 @@
 Measures, per device (CPU, and CUDA when present) and model:
 
 * classification alone (face crop -> probabilities, preprocessing included), in ms per
-  face at batch 1 and batch 8;
+  face at batch 1 and batch 8, for each test-time augmentation in ``--tta``;
 * per 640x480 frame, detection alone and detection + alignment + classification, for
   every detector that can run here.
 
@@ -18,6 +18,7 @@ a CPU and 13.48 ms on a GPU; they are printed alongside for comparison (differen
 hardware: read them as orders of magnitude).
 
     python bench/bench_predict.py --models fer_cnn seresnet50 --repeats 5 --out bench.json
+    python bench/bench_predict.py --models fer_cnn_wide --tta none flip flip-zoom --cpu-only
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from fer.classes import AFFECTNET8  # noqa: E402
 from fer.detect import RetinaFaceDetector, create_detector  # noqa: E402
 from fer.models import create_model  # noqa: E402
 from fer.predict import Predictor  # noqa: E402
+from fer.transforms import TTA_MODES  # noqa: E402
 
 SEED_000 = {"cpu_ms_per_image": 141.97, "gpu_ms_per_image": 13.48}
 
@@ -114,6 +116,32 @@ def detectors_available(device: str, retina_weights: str | None) -> dict[str, tu
     return out
 
 
+def time_model(path: Path, name: str, device: str, tta: str, dets: dict, frame: np.ndarray,
+               args: argparse.Namespace) -> list[dict]:
+    """One row per detector: classification at batch 1 and 8, detection, and the whole frame."""
+    cuda = device == "cuda"
+    pred = Predictor(path, detector="opencv", device=device, tta=tta)
+    found = pred.detector.detect(frame)
+    crop = align_face(frame, found[0], pred.margin) if found else Image.fromarray(frame)
+    b1 = median_ms(lambda: pred.classify([crop]), args.repeats, args.warmup, cuda, args.timer)
+    b8 = median_ms(lambda: pred.classify([crop] * 8), args.repeats, args.warmup, cuda, args.timer) / 8
+    rows = []
+    for det_name, (det, note) in dets.items():
+        pred.detector = det
+        d = median_ms(lambda: det.detect(frame), args.repeats, args.warmup, cuda, args.timer)
+        full = median_ms(lambda: pred.predict(frame), args.repeats, args.warmup, cuda, args.timer)
+        rows.append({
+            "device": device, "model": name, "tta": tta,
+            "input": pred.meta["data_config"].input_size,
+            "cls_ms_per_face_b1": round(b1, 2), "cls_ms_per_face_b8": round(b8, 2),
+            "detector": det_name, "detect_ms_per_frame": round(d, 2),
+            "frame_ms_detect_classify": round(full, 2),
+            "faces": len(pred.predict(frame)), "note": note, "timer": args.timer,
+            "threads": torch.get_num_threads(),
+        })
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,36 +152,15 @@ def run(args: argparse.Namespace) -> list[dict]:
         ckpts = ({Path(args.checkpoint).stem: Path(args.checkpoint)} if args.checkpoint else
                  {m: make_checkpoint(m, Path(tmp)) for m in args.models})
         for device in devices:
-            cuda = device == "cuda"
             dets = detectors_available(device, args.retinaface_weights)
             for name, path in ckpts.items():
-                pred = Predictor(path, detector="opencv", device=device)
-                found = pred.detector.detect(frame)
-                crop = align_face(frame, found[0], pred.margin) if found else Image.fromarray(frame)
-                b1 = median_ms(lambda: pred.classify([crop]), args.repeats, args.warmup, cuda,
-                               args.timer)
-                b8 = median_ms(lambda: pred.classify([crop] * 8), args.repeats, args.warmup,
-                               cuda, args.timer) / 8
-                for det_name, (det, note) in dets.items():
-                    pred.detector = det
-                    d = median_ms(lambda: det.detect(frame), args.repeats, args.warmup, cuda,
-                                  args.timer)
-                    full = median_ms(lambda: pred.predict(frame), args.repeats, args.warmup,
-                                     cuda, args.timer)
-                    rows.append({
-                        "device": device, "model": name,
-                        "input": pred.meta["data_config"].input_size,
-                        "cls_ms_per_face_b1": round(b1, 2), "cls_ms_per_face_b8": round(b8, 2),
-                        "detector": det_name, "detect_ms_per_frame": round(d, 2),
-                        "frame_ms_detect_classify": round(full, 2),
-                        "faces": len(pred.predict(frame)), "note": note, "timer": args.timer,
-                        "threads": torch.get_num_threads(),
-                    })
+                for tta in args.tta:
+                    rows += time_model(path, name, device, tta, dets, frame, args)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = ["device", "model", "input", "cls_ms_per_face_b1", "cls_ms_per_face_b8", "detector",
+    cols = ["device", "model", "tta", "input", "cls_ms_per_face_b1", "cls_ms_per_face_b8", "detector",
             "detect_ms_per_frame", "frame_ms_detect_classify", "faces", "threads", "timer",
             "note"]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["fer_cnn", "seresnet50"],
                     help="architectures to time with random weights (no --checkpoint)")
     ap.add_argument("--retinaface-weights", default=None)
+    ap.add_argument("--tta", nargs="+", default=["none"], choices=TTA_MODES,
+                    help="test-time augmentations to time (each a row per detector)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

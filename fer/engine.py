@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fer.losses import JointLoss, hard_labels
+from fer.transforms import tta_views
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -138,7 +139,7 @@ def infer_batch(
     images: torch.Tensor,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
-    flip_tta: bool = False,
+    tta: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and embeddings of one preprocessed batch, the one inference step that evaluation
     and serving share.
@@ -148,22 +149,22 @@ def infer_batch(
         images: ``(B, C, H, W)`` batch from the eval transform.
         device: Where to run it.
         amp_dtype: Autocast dtype, or None for fp32.
-        flip_tta: Also run the mirrored faces and average logits and embeddings (test-time
-            augmentation: expressions are left-right symmetric and training flips faces).
+        tta: Test-time augmentation (:data:`fer.transforms.TTA_MODES`): ``"flip"`` also runs
+            the mirrored faces (expressions are left-right symmetric and training flips faces),
+            ``"flip-zoom"`` also a centre crop of each; logits and embeddings are averaged over
+            the views (:func:`fer.transforms.tta_views`), at 2 or 4 times the network compute.
 
     Returns:
         ``(logits (B, K), embeddings (B, D))``, float32 on ``device``.
     """
-    x = to_model_input(images, device)
-    if flip_tta:
-        x = torch.cat([x, x.flip(-1)])
+    b = images.shape[0]
+    x = to_model_input(tta_views(images, tta), device)
     with autocast(device, amp_dtype):
         logits, emb = forward_with_embedding(model, x)
     logits, emb = logits.float(), emb.float()
-    if flip_tta:
-        b = images.shape[0]
-        logits = (logits[:b] + logits[b:]) / 2
-        emb = (emb[:b] + emb[b:]) / 2
+    if x.shape[0] != b:  # (V * B, ...) view-major -> mean over the V views of each image
+        logits = logits.view(-1, b, logits.shape[1]).mean(0)
+        emb = emb.view(-1, b, emb.shape[1]).mean(0)
     return logits, emb
 
 
@@ -175,9 +176,9 @@ def predict_loader(
     amp_dtype: torch.dtype | None = None,
     show_progress: bool = True,
     desc: str = "eval",
-    flip_tta: bool = False,
+    tta: str = "none",
 ) -> dict[str, torch.Tensor]:
-    """Run ``model`` over ``loader`` once (see :func:`infer_batch` for ``flip_tta``).
+    """Run ``model`` over ``loader`` once (see :func:`infer_batch` for ``tta``).
 
     Returns:
         ``{"logits": (N, K) float32, "targets": (N,) int64, "embeddings": (N, D) float32}``
@@ -188,7 +189,7 @@ def predict_loader(
     net.eval()
     logits, targets, embeddings = [], [], []
     for images, target in tqdm(loader, desc=desc, leave=False, disable=not show_progress):
-        out, emb = infer_batch(net, images, device, amp_dtype=amp_dtype, flip_tta=flip_tta)
+        out, emb = infer_batch(net, images, device, amp_dtype=amp_dtype, tta=tta)
         logits.append(out.cpu())
         embeddings.append(emb.cpu())
         targets.append(torch.as_tensor(target).cpu())

@@ -31,7 +31,7 @@ from fer.align import align_face
 from fer.detect import Face, FaceDetector, create_detector
 from fer.engine import infer_batch
 from fer.imageio import ImageSource, load_image
-from fer.transforms import eval_transform
+from fer.transforms import TTA_MODES, eval_transform
 
 __all__ = ["FacePrediction", "Predictions", "Predictor", "annotate", "resolve_device", "main"]
 
@@ -152,8 +152,10 @@ class Predictor:
         batch_size: Largest number of faces per forward pass.
         detector_kwargs: Extra arguments for :func:`fer.detect.create_detector`
             (e.g. ``{"weights": "retinaface.pth"}``).
-        flip_tta: Average each face's logits with its mirror image's (twice the network
-            compute per face; see :func:`fer.engine.infer_batch`).
+        tta: Test-time augmentation, one of :data:`fer.transforms.TTA_MODES`: ``"flip"``
+            averages each face's logits with its mirror image's, ``"flip-zoom"`` also with a
+            centre crop of both (2 or 4 times the network compute per face; see
+            :func:`fer.engine.infer_batch`).
 
     Raises:
         FileNotFoundError: If the checkpoint (or the default model) does not exist.
@@ -169,7 +171,7 @@ class Predictor:
         min_face_size: int = MIN_FACE_SIZE,
         batch_size: int = 64,
         detector_kwargs: dict[str, Any] | None = None,
-        flip_tta: bool = False,
+        tta: str = "none",
     ):
         path = Path(checkpoint) if checkpoint is not None else Path(ckpt_lib.DEFAULT_MODEL_PATH)
         if not path.is_file():
@@ -189,7 +191,9 @@ class Predictor:
         self.classify_whole_image_if_no_face = classify_whole_image_if_no_face
         self.min_face_size = min_face_size
         self.batch_size = batch_size
-        self.flip_tta = flip_tta
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {TTA_MODES}")
+        self.tta = tta
 
     # -- classification ------------------------------------------------------------------
     @torch.inference_mode()
@@ -207,7 +211,7 @@ class Predictor:
         out = []
         for i in range(0, len(crops), self.batch_size):
             x = torch.stack([self.transform(c) for c in crops[i:i + self.batch_size]])
-            logits, _ = infer_batch(self.model, x, self.device, flip_tta=self.flip_tta)
+            logits, _ = infer_batch(self.model, x, self.device, tta=self.tta)
             out.append(logits.softmax(dim=1).cpu().numpy())
         return np.concatenate(out)
 

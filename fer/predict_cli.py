@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 
 from fer.imageio import ImageError, is_image_path, is_video_path, iter_video_frames
 from fer.predict import MIN_FACE_SIZE, Predictions, Predictor
+from fer.transforms import TTA_MODES
 
 __all__ = ["build_parser", "main"]
 
@@ -97,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-face", type=int, default=MIN_FACE_SIZE)
     ap.add_argument("--whole-image", action="store_true",
                     help="classify the whole image when no face is found")
-    ap.add_argument("--tta", action="store_true",
-                    help="also classify each face mirrored and average (test-time augmentation, 2x compute)")
+    ap.add_argument("--tta", default="none", choices=TTA_MODES,
+                    help="test-time augmentation: 'flip' averages each face with its mirror image (2x compute), "
+                         "'flip-zoom' also with a centre crop of both (4x)")
     ap.add_argument("--every", type=int, default=1, help="video: classify every N-th frame")
     ap.add_argument("--json", action="store_true", help="print JSON lines, one per face")
     ap.add_argument("--csv", default=None, metavar="FILE", help="write one CSV row per face")
@@ -119,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, detector=args.detector, device=args.device, margin=args.margin,
             classify_whole_image_if_no_face=args.whole_image, min_face_size=args.min_face,
             detector_kwargs={"weights": args.detector_weights} if args.detector_weights else None,
-            flip_tta=args.tta,
+            tta=args.tta,
         )
     except (FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

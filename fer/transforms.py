@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2 as T
 
@@ -18,6 +19,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # VGGFace2 SE-ResNet-50 (Caffe) release: BGR channel means on 0-255 pixels, no std.
 VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
+# Test-time augmentation: "flip" adds the mirror image; "flip-zoom" adds, of the face and of its
+# mirror, a centre crop of TTA_ZOOM of the side resized back to the input size.
+TTA_MODES = ("none", "flip", "flip-zoom")
+# Training crops cover 70-100% of the face's area (RandomResizedCrop, crop_scale 0.7) while
+# evaluation sees all of it; a 0.9-side crop (81% of the area) shows the network faces at the
+# scale it mostly trained on.
+TTA_ZOOM = 0.9
 
 
 @dataclass
@@ -154,3 +162,29 @@ def eval_transform(cfg: DataConfig) -> T.Compose:
         T.Resize((cfg.input_size, cfg.input_size), antialias=True),
         *_tail(cfg),
     ])
+
+
+def tta_views(images: torch.Tensor, mode: str = "none") -> torch.Tensor:
+    """Stack the test-time views of a preprocessed batch, view-major.
+
+    Args:
+        images: ``(B, C, H, W)`` output of :func:`eval_transform`, batched.
+        mode: One of :data:`TTA_MODES`.
+
+    Returns:
+        ``(V * B, C, H, W)``: view ``v`` of image ``b`` at row ``v * B + b``; ``V`` is 1, 2
+        or 4. Averaging the network's outputs over the ``V`` rows of an image gives its
+        test-time-augmented prediction.
+    """
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {mode!r}; choose from {TTA_MODES}")
+    views = [images]
+    if mode == "flip-zoom":
+        h, w = images.shape[-2:]
+        ch, cw = round(h * TTA_ZOOM), round(w * TTA_ZOOM)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = images[..., top:top + ch, left:left + cw]
+        views.append(F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True))
+    if mode != "none":
+        views += [v.flip(-1) for v in views]
+    return torch.cat(views) if len(views) > 1 else images

@@ -128,10 +128,11 @@ def test_flip_tta_is_recorded_and_named(tmp_path, folder7):
     out = tmp_path / "results"
     assert _run("--checkpoint", ckpt, "--data", folder7, "--out", out) == 0
     assert _run("--checkpoint", ckpt, "--data", folder7, "--out", out, "--tta", "flip") == 0
-    assert results.list_runs(out) == ["fer7__fer2013-val", "fer7__fer2013-val-tta-flip"]
-    plain, tta = (json.loads((out / r / "metrics.json").read_text()) for r in results.list_runs(out))
-    assert plain["tta"] == "none" and tta["tta"] == "flip"
-    assert tta["metrics"]["num_images"] == plain["metrics"]["num_images"] == 14
+    assert _run("--checkpoint", ckpt, "--data", folder7, "--out", out, "--tta", "flip-zoom") == 0
+    assert results.list_runs(out) == ["fer7__fer2013-val", "fer7__fer2013-val-tta-flip", "fer7__fer2013-val-tta-flip-zoom"]
+    plain, tta, zoom = (json.loads((out / r / "metrics.json").read_text()) for r in results.list_runs(out))
+    assert plain["tta"] == "none" and tta["tta"] == "flip" and zoom["tta"] == "flip-zoom"
+    assert zoom["metrics"]["num_images"] == tta["metrics"]["num_images"] == plain["metrics"]["num_images"] == 14
 
 
 def test_cross_dataset_uses_shared_classes_only(tmp_path, folder7, ferplus8, capsys):

@@ -105,7 +105,7 @@ def test_forty_faces_in_one_batch(ckpt):
 
 
 def test_flip_tta_gives_mirrored_faces_the_same_probabilities(ckpt, hopper):
-    pred = Predictor(ckpt, detector="none", device="cpu", flip_tta=True)
+    pred = Predictor(ckpt, detector="none", device="cpu", tta="flip")
     calls = _count_forwards(pred.model)
     face = hopper.crop(HOPPER_FACE)
     mirrored = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -114,6 +114,11 @@ def test_flip_tta_gives_mirrored_faces_the_same_probabilities(ckpt, hopper):
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
     plain = Predictor(ckpt, detector="none", device="cpu").classify([face, mirrored])
     assert not np.allclose(plain[0], plain[1], atol=1e-5)  # without TTA the random model tells them apart
+
+
+def test_unknown_tta_is_refused(ckpt):
+    with pytest.raises(ValueError, match="flip-zoom"):
+        Predictor(ckpt, detector="none", device="cpu", tta="zoom")
 
 
 def test_predict_batch_classifies_all_images_together(ckpt, hopper):

@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fer.transforms import AUGMENTATIONS, eval_transform, grayscale_config, train_transform, vggface2_config
+from fer.transforms import (
+    AUGMENTATIONS, TTA_MODES, eval_transform, grayscale_config, train_transform, tta_views, vggface2_config,
+)
 
 
 @pytest.fixture
@@ -56,3 +58,22 @@ def test_strong_augmentation_erases_patches_to_the_data_mean():
 def test_unknown_augmentation_is_refused():
     with pytest.raises(ValueError, match="augment"):
         train_transform(grayscale_config(), "heavy")
+
+
+def test_tta_views_are_view_major_and_zoom_into_the_centre():
+    x = torch.zeros(2, 1, 10, 10)
+    x[:, :, 4:6, 4:6] = 1.0  # a bright square in the middle
+    x[1] *= 2
+    assert torch.equal(tta_views(x, "none"), x)
+    flip = tta_views(x, "flip")
+    assert flip.shape == (4, 1, 10, 10) and torch.equal(flip[2:], x.flip(-1))
+    zoom = tta_views(x, "flip-zoom")
+    assert zoom.shape == (8, 1, 10, 10) and torch.equal(zoom[:2], x)
+    # The 9x9 centre crop, resized back to 10x10, makes the square bigger, and the view of image
+    # 1 is still twice that of image 0 (rows 2 and 3 are the zoomed views of images 0 and 1).
+    assert (zoom[2] > 0.5).sum() > (x[0] > 0.5).sum()
+    assert torch.allclose(zoom[3], 2 * zoom[2])
+    assert torch.equal(zoom[4:], zoom[:4].flip(-1))
+    with pytest.raises(ValueError, match="flip-zoom"):
+        tta_views(x, "crops")
+    assert TTA_MODES == ("none", "flip", "flip-zoom")

@@ -75,17 +75,17 @@ class FERService:
         runs_dir, results_dir: Folders searched for more checkpoints.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         max_models: Predictors kept loaded at once.
-        flip_tta: Average each face's prediction with its mirror image's
-            (:class:`fer.predict.Predictor`'s ``flip_tta``).
+        tta: Test-time augmentation of every prediction (:class:`fer.predict.Predictor`'s
+            ``tta``).
     """
 
     def __init__(self, default_checkpoint: str | Path | None, runs_dir: str | Path | None = None,
                  results_dir: str | Path | None = None, device: str = "auto",
-                 max_models: int = 4, flip_tta: bool = False):
+                 max_models: int = 4, tta: str = "none"):
         self.default_checkpoint = default_checkpoint
         self.runs_dir, self.results_dir = runs_dir, results_dir
         self.cache = PredictorCache(max_models, factory=lambda c, d: Predictor(c, detector=d, device=device,
-                                                                           flip_tta=flip_tta))
+                                                                           tta=tta))
         self.checkpoints: dict[str, str] = {}
         self.refresh()
 
