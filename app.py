@@ -24,7 +24,7 @@ MAX_FILE_SIZE = "20mb"
 def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | Path | None = None,
                runs_dir: str | Path | None = None, device: str = "auto",
                examples: list[str] | None = None, preload: bool = True,
-               concurrency: int = 2, stream_every: float = 0.1, tta: str = "flip"):
+               concurrency: int = 2, stream_every: float = 0.1, tta: str = "flip-zoom"):
     """Build the app (not launched).
 
     Args:
@@ -40,9 +40,10 @@ def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | 
         concurrency: Predictions run at once (the queue holds the rest).
         stream_every: Seconds between webcam frames sent by the browser (0.1: up to 10 fps;
             one frame takes ~40 ms on a busy 2-core CPU with the small default model).
-        tta: Test-time augmentation (:data:`fer.transforms.TTA_MODES`); ``"flip"`` classifies
-            each face and its mirror image and averages them (measured on FERPlus validation:
-            +1.3 points of accuracy for the bundled model; see results/README.md).
+        tta: Test-time augmentation (:data:`fer.transforms.TTA_MODES`). The default
+            ``"flip-zoom"`` averages each face, its mirror image and a centre crop of both: on
+            FERPlus validation it was the most accurate of the three settings for 13 of 15 models
+            (README, "Status and measured results").
 
     Returns:
         A queued ``gr.Blocks``; call ``.launch(**launch_kwargs())`` on it.
@@ -88,10 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--stream-every", type=float, default=0.1,
                         help="seconds between webcam frames (0.1 = up to 10 frames/s)")
-    parser.add_argument("--tta", default="flip", choices=TTA_MODES,
-                        help="test-time augmentation: 'flip' (default) averages each face with its mirror "
-                             "image, 'flip-zoom' also with a centre crop of both (4x the network compute), "
-                             "'none' classifies each face once")
+    parser.add_argument("--tta", default="flip-zoom", choices=TTA_MODES,
+                        help="test-time augmentation: 'flip-zoom' (default) averages each face, its mirror "
+                             "image and a centre crop of both (4x the network compute), 'flip' the face and "
+                             "its mirror, 'none' classifies each face once")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per prediction (default 1: requests run in "
                              "parallel, and a small model on a shared CPU is ~30x slower when "

@@ -60,7 +60,7 @@ def test_build_demo(env):
     assert svc.default_choice == "default: tiny.safetensors"
     assert len(svc.cache) >= 1  # preloaded: the first request does not load the model
     predictor, _ = svc.predictor(svc.default_choice, "opencv")
-    assert predictor.tta == "flip"  # the app averages each face with its mirror image by default
+    assert predictor.tta == "flip-zoom"  # the app averages each face with its mirror and zoomed views by default
     assert {"predict"} <= {f.api_name for f in demo.fns.values()}
     assert len(env["examples"]) == 3 and all(Path(p).stat().st_size < 100_000 for p in env["examples"])
     kw = app.launch_kwargs(port=1234)
@@ -71,8 +71,8 @@ def test_tta_choices_match_the_library():
     from fer.transforms import TTA_MODES
 
     assert app.TTA_MODES == TTA_MODES
-    assert app.build_parser().parse_args([]).tta == "flip"
-    assert app.build_parser().parse_args(["--tta", "flip-zoom"]).tta == "flip-zoom"
+    assert app.build_parser().parse_args([]).tta == "flip-zoom"
+    assert app.build_parser().parse_args(["--tta", "none"]).tta == "none"
 
 
 def test_predict_photo(env):
