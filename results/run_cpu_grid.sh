@@ -11,7 +11,7 @@
 # bf16 autocast: on a CPU with AMX/AVX512-BF16 that is about 2x faster than fp32 for fer_cnn.
 # The base runs anneal their rate with a cosine over all their epochs; the fine-tuning runs keep
 # the paper's recipe (lr 1e-3, halved every 10 epochs, so constant over these few epochs).
-# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|all]   (default: all; the others are separate)
+# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run]|evaluate-long|evaluate-zoom|evaluate-default|all]   (default: all; the others are separate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,10 +75,10 @@ evaluate() {
 }
 
 finetune_wide() {  # base-run run-prefix [extra train.py arguments]
-  # fer_cnn_wide fine-tuned from runs/<base-run> with softmax and with weighted-cluster, side by side,
-  # as runs/<run-prefix>-<loss>.
+  # fer_cnn_wide fine-tuned from runs/<base-run> with softmax and with weighted-cluster (or the
+  # settings in $WIDE_LOSSES), side by side, as runs/<run-prefix>-<loss>.
   local base=$1 prefix=$2 loss; shift 2
-  for loss in softmax weighted-cluster+weighted-softmax; do
+  for loss in ${WIDE_LOSSES:-softmax weighted-cluster+weighted-softmax}; do
     python train.py --data "$FERPLUS" "${COMMON[@]}" --model fer_cnn_wide --loss "$loss" --epochs "$FT_EPOCHS" \
       --lr 1e-3 --freeze-stages 2 --init-from "runs/$base/checkpoint_last.pt" \
       --run-name "$prefix-$(short "$loss")" "$@" &
@@ -90,7 +90,7 @@ evaluate_ferplus() {  # checkpoint run-name [tta...]: one FERPlus validation eva
   local ckpt=$1 name=$2 tta; shift 2
   for tta in "${@:-none}"; do
     python evaluate.py --checkpoint "$ckpt" --data "$FERPLUS" --split val --workers 0 --tta "$tta" \
-      --run-name "${name}__ferplus-val$([ "$tta" = flip ] && echo -tta-flip)"
+      --run-name "${name}__ferplus-val$([ "$tta" = none ] || echo "-tta-$tta")"
   done
 }
 
@@ -127,6 +127,48 @@ soft_finetune() {
   done
 }
 
+soft_top() {  # base-run
+  # Fine-tuned on the vote distributions again, but with each face weighted by W of its top class
+  # (--soft-weighting top) instead of each vote by its own class's W, which made the weighted-cluster
+  # model call a quarter of the faces a rare class (soft-finetune: 64.5%). Softmax has no class
+  # weights: its run is the same-recipe baseline. WIDE_LOSSES picks one of the two.
+  local base=$1 loss
+  finetune_wide "$base" "$base-softft-top" --soft-labels --soft-weighting top
+  for loss in ${WIDE_LOSSES:-softmax weighted-cluster+weighted-softmax}; do
+    evaluate_ferplus "runs/$base-softft-top-$(short "$loss")/checkpoint_best.pt" "$base-softft-top-$(short "$loss")" \
+      none flip flip-zoom
+  done
+}
+
+evaluate_long() {  # the 70-epoch base and its fine-tunings, without and with both TTAs
+  local name=ferplus-fer_cnn_wide-softlabels-strong-70ep loss
+  evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" none flip flip-zoom
+  for loss in softmax wcws; do
+    evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" none flip flip-zoom
+  done
+}
+
+evaluate_zoom() {  # flip-zoom TTA for the models evaluated before it existed
+  local name loss
+  # The first bundled model (fer_cnn + weighted-cluster), kept beside its softmax counterpart.
+  evaluate_ferplus results/ferplus-fer_cnn-ft-wcws__ferplus-val/model.safetensors ferplus-fer_cnn-ft-wcws flip-zoom
+  evaluate_ferplus results/ferplus-fer_cnn-ft-softmax__ferplus-val/model.safetensors ferplus-fer_cnn-ft-softmax flip-zoom
+  for name in ferplus-fer_cnn_wide-softlabels ferplus-fer_cnn_wide-softlabels-strong; do
+    evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" flip-zoom
+    for loss in softmax wcws; do
+      evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" flip-zoom
+    done
+  done
+  evaluate_ferplus runs/ferplus-fer_cnn_wide-softlabels-softft-softmax/checkpoint_best.pt \
+    ferplus-fer_cnn_wide-softlabels-softft-softmax flip-zoom
+}
+
+evaluate_default() {  # the bundled file itself (float16), as the app and the predictor load it
+  evaluate_ferplus fer/weights/fer_default.safetensors fer_default none flip flip-zoom
+  python evaluate.py --checkpoint fer/weights/fer_default.safetensors --data "$FER2013" --split val --workers 0 \
+    --run-name fer_default__fer2013-val
+}
+
 evaluate_soft() {  # each soft-label stage: base, then its fine-tunings; without and with flip TTA
   local name loss
   for name in ferplus-fer_cnn_wide-softlabels ferplus-fer_cnn_wide-softlabels-strong; do
@@ -145,6 +187,10 @@ case ${1:-all} in
   # The strong-augmentation base was still under-fitting at 40 epochs (train 82.9% < validation 84.0%).
   soft-strong-long) SOFT_EPOCHS=${SOFT_EPOCHS:-70} soft ferplus-fer_cnn_wide-softlabels-strong-70ep --augment strong ;;
   soft-finetune) soft_finetune ;;
+  soft-top) soft_top "${2:-ferplus-fer_cnn_wide-softlabels}" ;;  # optional second argument: the base run
+  evaluate-long) evaluate_long ;;
+  evaluate-zoom) evaluate_zoom ;;
+  evaluate-default) evaluate_default ;;
   all) base; finetune; evaluate ;;
-  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run]|evaluate-long|evaluate-zoom|evaluate-default|all]" >&2; exit 2 ;;
 esac
