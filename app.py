@@ -39,7 +39,9 @@ def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | 
         preload: Load the default model and detector now instead of on the first request.
         concurrency: Predictions run at once (the queue holds the rest).
         stream_every: Seconds between webcam frames sent by the browser (0.1: up to 10 fps;
-            one frame takes ~40 ms on a busy 2-core CPU with the small default model).
+            one 640x480 frame with one face takes 25 ms with the ``opencv-fast`` detector and
+            78 ms with the Haar default, default model and flip-zoom, on an idle 2-core CPU;
+            ``bench/bench_default_tta_cpu.json``).
         tta: Test-time augmentation (:data:`fer.transforms.TTA_MODES`). The default
             ``"flip-zoom"`` averages each face, its mirror image and a centre crop of both: on
             FERPlus validation it was the most accurate of the three settings for 13 of 15 models
