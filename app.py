@@ -44,7 +44,7 @@ def build_demo(default_checkpoint: str | Path | None = None, results_dir: str | 
             ``bench/bench_default_tta_cpu.json``).
         tta: Test-time augmentation (:data:`fer.transforms.TTA_MODES`). The default
             ``"flip-zoom"`` averages each face, its mirror image and a centre crop of both: on
-            FERPlus validation it was the most accurate of the three settings for 13 of 15 models
+            FERPlus validation it was the most accurate of the three settings for 15 of 17 models
             (README, "Status and measured results").
 
     Returns:

@@ -11,7 +11,7 @@
 # bf16 autocast: on a CPU with AMX/AVX512-BF16 that is about 2x faster than fp32 for fer_cnn.
 # The base runs anneal their rate with a cosine over all their epochs; the fine-tuning runs keep
 # the paper's recipe (lr 1e-3, halved every 10 epochs, so constant over these few epochs).
-# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run]|evaluate-long|evaluate-zoom|evaluate-default|all]   (default: all; the others are separate)
+# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run [tag args]]|evaluate-long|evaluate-zoom|evaluate-default|all]   (default: all; the others are separate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -127,15 +127,17 @@ soft_finetune() {
   done
 }
 
-soft_top() {  # base-run
+soft_top() {  # base-run [tag extra train.py arguments...]
   # Fine-tuned on the vote distributions again, but with each face weighted by W of its top class
   # (--soft-weighting top) instead of each vote by its own class's W, which made the weighted-cluster
   # model call a quarter of the faces a rare class (soft-finetune: 64.5%). Softmax has no class
-  # weights: its run is the same-recipe baseline. WIDE_LOSSES picks one of the two.
-  local base=$1 loss
-  finetune_wide "$base" "$base-softft-top" --soft-labels --soft-weighting top
+  # weights: its run is the same-recipe baseline. WIDE_LOSSES picks one of the two; a tag names a
+  # variant whose extra arguments override the fine-tuning recipe (runs/<base>-softft-top-<tag>-<loss>).
+  local base=$1 tag=${2:+-$2} loss
+  shift; [ $# -gt 0 ] && shift
+  finetune_wide "$base" "$base-softft-top$tag" --soft-labels --soft-weighting top "$@"
   for loss in ${WIDE_LOSSES:-softmax weighted-cluster+weighted-softmax}; do
-    evaluate_ferplus "runs/$base-softft-top-$(short "$loss")/checkpoint_best.pt" "$base-softft-top-$(short "$loss")" \
+    evaluate_ferplus "runs/$base-softft-top$tag-$(short "$loss")/checkpoint_best.pt" "$base-softft-top$tag-$(short "$loss")" \
       none flip flip-zoom
   done
 }
@@ -187,10 +189,13 @@ case ${1:-all} in
   # The strong-augmentation base was still under-fitting at 40 epochs (train 82.9% < validation 84.0%).
   soft-strong-long) SOFT_EPOCHS=${SOFT_EPOCHS:-70} soft ferplus-fer_cnn_wide-softlabels-strong-70ep --augment strong ;;
   soft-finetune) soft_finetune ;;
-  soft-top) soft_top "${2:-ferplus-fer_cnn_wide-softlabels}" ;;  # optional second argument: the base run
+  # soft-top [base run [tag extra train.py arguments]], e.g. the bundled model's fine-tuning:
+  # WIDE_LOSSES=weighted-cluster+weighted-softmax bash results/run_cpu_grid.sh soft-top \
+  #   ferplus-fer_cnn_wide-softlabels-strong-70ep cos12 --epochs 12 --sched cosine
+  soft-top) shift; soft_top "${1:-ferplus-fer_cnn_wide-softlabels}" "${@:2}" ;;
   evaluate-long) evaluate_long ;;
   evaluate-zoom) evaluate_zoom ;;
   evaluate-default) evaluate_default ;;
   all) base; finetune; evaluate ;;
-  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run]|evaluate-long|evaluate-zoom|evaluate-default|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run [tag args]]|evaluate-long|evaluate-zoom|evaluate-default|all]" >&2; exit 2 ;;
 esac
