@@ -31,7 +31,7 @@ from fer.align import align_face
 from fer.detect import Face, FaceDetector, create_detector
 from fer.engine import infer_batch
 from fer.imageio import ImageSource, load_image
-from fer.transforms import TTA_MODES, eval_transform
+from fer.transforms import check_tta, eval_transform
 
 __all__ = ["FacePrediction", "Predictions", "Predictor", "annotate", "resolve_device", "main"]
 
@@ -191,9 +191,7 @@ class Predictor:
         self.classify_whole_image_if_no_face = classify_whole_image_if_no_face
         self.min_face_size = min_face_size
         self.batch_size = batch_size
-        if tta not in TTA_MODES:
-            raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {TTA_MODES}")
-        self.tta = tta
+        self.tta = check_tta(tta)  # a bad mode fails here, not at the first request
 
     # -- classification ------------------------------------------------------------------
     @torch.inference_mode()

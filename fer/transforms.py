@@ -164,6 +164,13 @@ def eval_transform(cfg: DataConfig) -> T.Compose:
     ])
 
 
+def check_tta(mode: str) -> str:
+    """``mode`` if it is one of :data:`TTA_MODES`, else a ValueError naming them."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {mode!r}; choose from {TTA_MODES}")
+    return mode
+
+
 def tta_views(images: torch.Tensor, mode: str = "none") -> torch.Tensor:
     """Stack the test-time views of a preprocessed batch, view-major.
 
@@ -176,8 +183,7 @@ def tta_views(images: torch.Tensor, mode: str = "none") -> torch.Tensor:
         or 4. Averaging the network's outputs over the ``V`` rows of an image gives its
         test-time-augmented prediction.
     """
-    if mode not in TTA_MODES:
-        raise ValueError(f"unknown test-time augmentation {mode!r}; choose from {TTA_MODES}")
+    check_tta(mode)
     views = [images]
     if mode == "flip-zoom":
         h, w = images.shape[-2:]

@@ -94,6 +94,14 @@ evaluate_ferplus() {  # checkpoint run-name [tta...]: one FERPlus validation eva
   done
 }
 
+evaluate_stage() {  # run-name tta...: a base (checkpoint_last) and its -ft-softmax / -ft-wcws fine-tunings (checkpoint_best)
+  local name=$1 loss; shift
+  evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" "$@"
+  for loss in softmax wcws; do
+    evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" "$@"
+  done
+}
+
 wide() {
   # The same two stages with fer_cnn_wide (1.5x channels) on FERPlus, for the softmax and the
   # weighted-cluster settings only: does a bigger network close the gap to the accuracy target?
@@ -143,23 +151,16 @@ soft_top() {  # base-run [tag extra train.py arguments...]
 }
 
 evaluate_long() {  # the 70-epoch base and its fine-tunings, without and with both TTAs
-  local name=ferplus-fer_cnn_wide-softlabels-strong-70ep loss
-  evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" none flip flip-zoom
-  for loss in softmax wcws; do
-    evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" none flip flip-zoom
-  done
+  evaluate_stage ferplus-fer_cnn_wide-softlabels-strong-70ep none flip flip-zoom
 }
 
 evaluate_zoom() {  # flip-zoom TTA for the models evaluated before it existed
-  local name loss
+  local name
   # The first bundled model (fer_cnn + weighted-cluster), kept beside its softmax counterpart.
   evaluate_ferplus results/ferplus-fer_cnn-ft-wcws__ferplus-val/model.safetensors ferplus-fer_cnn-ft-wcws flip-zoom
   evaluate_ferplus results/ferplus-fer_cnn-ft-softmax__ferplus-val/model.safetensors ferplus-fer_cnn-ft-softmax flip-zoom
   for name in ferplus-fer_cnn_wide-softlabels ferplus-fer_cnn_wide-softlabels-strong; do
-    evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" flip-zoom
-    for loss in softmax wcws; do
-      evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" flip-zoom
-    done
+    evaluate_stage "$name" flip-zoom
   done
   evaluate_ferplus runs/ferplus-fer_cnn_wide-softlabels-softft-softmax/checkpoint_best.pt \
     ferplus-fer_cnn_wide-softlabels-softft-softmax flip-zoom
@@ -172,12 +173,9 @@ evaluate_default() {  # the bundled file itself (float16), as the app and the pr
 }
 
 evaluate_soft() {  # each soft-label stage: base, then its fine-tunings; without and with flip TTA
-  local name loss
+  local name
   for name in ferplus-fer_cnn_wide-softlabels ferplus-fer_cnn_wide-softlabels-strong; do
-    evaluate_ferplus "runs/$name/checkpoint_last.pt" "$name-base" none flip
-    for loss in softmax wcws; do
-      evaluate_ferplus "runs/$name-ft-$loss/checkpoint_best.pt" "$name-ft-$loss" none flip
-    done
+    evaluate_stage "$name" none flip
   done
 }
 
