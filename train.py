@@ -30,7 +30,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fer.checkpoint import load_checkpoint, save_checkpoint
+from timm.utils import ModelEmaV3
+
+from fer.checkpoint import load_checkpoint, save_checkpoint, serving_state
 from fer.data import detect_format, open_dataset
 from fer.engine import predict_loader, train_one_epoch
 from fer.losses import LOSS_SETTINGS, SOFT_WEIGHTINGS, build_loss
@@ -114,6 +116,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--lr-decay", type=float, default=0.5, help="with --sched step: the decay factor")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--model-ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights, updated every step with this "
+                        "decay (e.g. 0.998: a memory of about 500 steps); validation, checkpoint selection, "
+                        "export and serving then use the average, and the raw weights' validation is logged "
+                        "as val_raw_*")
     g.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision: 'auto' is bf16 on GPU and off on CPU; '--amp bf16' on a CPU with "
                         "AMX/AVX512-BF16 trains fer_cnn about 2x faster")
@@ -218,6 +225,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) 
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_decay)
 
 
+def validate(model: torch.nn.Module, loader: DataLoader, classes: list[str], device: torch.device,
+             dtype: torch.dtype | None, show_progress: bool) -> dict:
+    """Headline validation metrics of ``model``: accuracy, balanced accuracy, macro F1, kappa,
+    AUC and the recall of each class (``recall_<class>``)."""
+    out = predict_loader(model, loader, device, amp_dtype=dtype, show_progress=show_progress, desc="val")
+    evaluator = ClassificationEvaluator(classes)
+    evaluator.process(out["logits"], out["targets"])
+    metrics = evaluator.compute()
+    record = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")}
+    record.update({f"recall_{c}": metrics["per_class"][c]["recall"] for c in classes})
+    return record
+
+
 def train(args: argparse.Namespace) -> dict:
     """Train one run end to end. Returns the best validation metrics."""
     if args.threads:
@@ -275,6 +295,7 @@ def train(args: argparse.Namespace) -> dict:
 
     start_epoch, best = 0, {args.select_metric: -1.0}
     last_path = run_dir / "checkpoint_last.pt"
+    ckpt = None
     if args.resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, map_location=device)
         model.load_state_dict(ckpt["model"])
@@ -291,13 +312,17 @@ def train(args: argparse.Namespace) -> dict:
             print(f"resumed {last_path} at epoch {start_epoch}")
     else:
         if init_ckpt is not None:
-            model.load_state_dict(init_ckpt["model"])
+            model.load_state_dict(serving_state(init_ckpt))
             if is_main:
                 print(f"initialised from {args.init_from} ({args.init_run})")
         if is_main and (run_dir / "log.jsonl").exists():
             (run_dir / "log.jsonl").unlink()  # a fresh run must not append to an old log
 
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPU and CPU alike
+    # The average starts from the weights training starts from (or resumes with its own).
+    ema = ModelEmaV3(model, decay=args.model_ema) if args.model_ema else None
+    if ema is not None and ckpt is not None and ckpt.get("model_ema"):
+        ema.module.load_state_dict(ckpt["model_ema"])
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -331,7 +356,7 @@ def train(args: argparse.Namespace) -> dict:
         stats = train_one_epoch(
             net, criterion, optimizer, train_loader, device, epoch, amp_dtype=dtype, scaler=scaler,
             max_steps=args.max_steps, show_progress=is_main and not args.no_progress,
-            log_every=100 if is_main and args.no_progress else 0,
+            log_every=100 if is_main and args.no_progress else 0, ema=ema,
         )
         scheduler.step()
 
@@ -340,12 +365,13 @@ def train(args: argparse.Namespace) -> dict:
         record = {"epoch": epoch, "lr": lr, "amp": str(dtype).removeprefix("torch.") if dtype else "fp32",
                   **{f"train_{k}": v for k, v in stats.items()}}
         if is_main and val_loader is not None:
-            out = predict_loader(model, val_loader, device, amp_dtype=dtype, show_progress=not args.no_progress, desc="val")
-            evaluator = ClassificationEvaluator(classes)
-            evaluator.process(out["logits"], out["targets"])
-            metrics = evaluator.compute()
-            record.update({f"val_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "f1", "kappa", "auc")})
-            record.update({f"val_recall_{c}": metrics["per_class"][c]["recall"] for c in classes})
+            val_kw = dict(loader=val_loader, classes=classes, device=device, dtype=dtype,
+                          show_progress=not args.no_progress)
+            served = model if ema is None else ema.module
+            record.update({f"val_{k}": v for k, v in validate(served, **val_kw).items()})
+            if ema is not None:
+                raw = validate(model, **val_kw)
+                record.update({f"val_raw_{k}": raw[k] for k in ("accuracy", "balanced_accuracy", "f1")})
         if is_main:
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -358,6 +384,7 @@ def train(args: argparse.Namespace) -> dict:
                 scheduler=scheduler, scaler=scaler, criterion=criterion, run_name=args.run_name,
                 metrics={k: v for k, v in record.items() if k.startswith("val_")},
                 extra_state={"best": best, "class_counts": list(counts)},
+                model_ema=None if ema is None else ema.module,
             )
             save_checkpoint(last_path, model, **ckpt_kw)
             if improved:

@@ -3,9 +3,11 @@
 Two formats, both free of pickled code:
 
 * ``.pt`` training checkpoints: a dict of tensors and plain Python values written with
-  ``torch.save`` and read with ``torch.load(weights_only=True)``. They carry the model, the
-  loss state (class centers), optimiser, scheduler, scaler, epoch, the training arguments and
-  the RNG states, plus the serving metadata below.
+  ``torch.save`` and read with ``torch.load(weights_only=True)``. They carry the model, its
+  exponential moving average when the run kept one (``model_ema``), the loss state (class
+  centers), optimiser, scheduler, scaler, epoch and the training arguments, plus the serving
+  metadata below. A run with an EMA is validated and selected on the averaged weights, so those
+  are the ones served (:func:`serving_state`); ``model`` holds the raw weights to resume from.
 * ``.safetensors`` serving files: model tensors (and centers) plus a JSON metadata entry;
   written by :func:`export_safetensors` for the small bundled model.
 
@@ -83,8 +85,12 @@ def save_checkpoint(
     metrics: dict | None = None,
     run_name: str | None = None,
     extra_state: dict | None = None,
+    model_ema: torch.nn.Module | None = None,
 ) -> Path:
     """Write a training checkpoint atomically (a killed write never corrupts the last one).
+
+    ``model_ema`` is the weight average a run keeps beside ``model`` (``train.py --model-ema``);
+    when given, it is what :func:`load_model` and :func:`export_safetensors` serve.
 
     Returns:
         The path written.
@@ -97,6 +103,7 @@ def save_checkpoint(
             metrics=metrics or {}, run_name=run_name or path.parent.name,
         ),
         "model": _unwrap(model).state_dict(),
+        "model_ema": None if model_ema is None else _unwrap(model_ema).state_dict(),
         "criterion": None if criterion is None else criterion.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
@@ -139,6 +146,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"could not read checkpoint {path}: {err}") from err
 
 
+def serving_state(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint that were validated and are meant to be used: the
+    exponential moving average when the run kept one, otherwise the trained weights."""
+    return ckpt.get("model_ema") or ckpt["model"]
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FERNet, dict]:
     """Rebuild a model from a checkpoint, ready for inference (eval mode).
 
@@ -154,7 +167,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FE
         head=meta.get("head", "linear"),
     )
     model.data_config = DataConfig.from_dict(meta["data_config"])
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(serving_state(ckpt))
     model.to(device).eval()
     meta["data_config"] = model.data_config
     criterion = ckpt.get("criterion") or {}
@@ -175,7 +188,7 @@ def export_safetensors(checkpoint: str | Path, out: str | Path, half: bool = Fal
         half: Store floating tensors as float16 (halves the file; fine for serving).
     """
     ckpt = load_checkpoint(checkpoint)
-    tensors = {k: v.contiguous() for k, v in ckpt["model"].items()}
+    tensors = {k: v.contiguous() for k, v in serving_state(ckpt).items()}
     for k, v in (ckpt.get("criterion") or {}).items():
         if k.endswith("centers"):
             tensors["loss.centers"] = v.contiguous()

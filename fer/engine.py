@@ -72,11 +72,13 @@ def train_one_epoch(
     max_steps: int | None = None,
     show_progress: bool = True,
     log_every: int = 0,
+    ema: nn.Module | None = None,
 ) -> dict:
     """Train for one pass over ``loader``.
 
     ``log_every`` > 0 prints a plain progress line every that many steps, for logs written
-    to files where a progress bar would be noise.
+    to files where a progress bar would be noise. ``ema`` (a ``timm.utils.ModelEmaV3`` or
+    anything with ``update(model)``) is updated after every optimiser step.
 
     Returns:
         ``{"loss", "loss_cls", "loss_aux", "accuracy", "images", "seconds", "images_per_s"}``,
@@ -108,6 +110,8 @@ def train_one_epoch(
         else:
             out.total.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update(_unwrap(model))
 
         n = target.shape[0]
         seen += n

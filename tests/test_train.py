@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import train
-from fer.checkpoint import load_checkpoint, load_model
+from fer.checkpoint import export_safetensors, load_checkpoint, load_model
 from fer.losses import LOSS_SETTINGS, JointLoss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +76,34 @@ def test_resume_continues_the_same_run(folder, tmp_path):
     assert b["scheduler"]["last_epoch"] == 2
     log = (tmp_path / "b" / name / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [0, 1]
+
+
+def test_model_ema_is_validated_served_and_resumed(folder, tmp_path):
+    common = ["--loss", "weighted-cluster+weighted-softmax", "--model-ema", "0.5", "--run-name", "ema"]
+    train.main(_args(folder, tmp_path / "a", *common, "--epochs", "2"))
+    train.main(_args(folder, tmp_path / "b", *common, "--epochs", "1"))  # "killed" after epoch 0
+    train.main(_args(folder, tmp_path / "b", *common, "--epochs", "2", "--resume"))
+    a = load_checkpoint(tmp_path / "a" / "ema" / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "b" / "ema" / "checkpoint_last.pt")
+    # The average is its own set of weights, and a resumed run carries it on unchanged.
+    assert not torch.equal(a["model_ema"]["fc.weight"], a["model"]["fc.weight"])
+    for key in a["model_ema"]:
+        assert torch.allclose(a["model_ema"][key].float(), b["model_ema"][key].float(), atol=1e-5), key
+    log = [json.loads(line) for line in (tmp_path / "a" / "ema" / "log.jsonl").read_text().splitlines()]
+    assert all("val_raw_accuracy" in r and "val_accuracy" in r for r in log)
+    # Loading and exporting serve the average, the weights that were validated.
+    model, _ = load_model(tmp_path / "a" / "ema" / "checkpoint_last.pt")
+    assert torch.equal(model.state_dict()["fc.weight"], a["model_ema"]["fc.weight"])
+    out = export_safetensors(tmp_path / "a" / "ema" / "checkpoint_last.pt", tmp_path / "ema.safetensors")
+    assert torch.equal(load_checkpoint(out)["model"]["fc.weight"], a["model_ema"]["fc.weight"])
+
+
+def test_without_model_ema_checkpoints_hold_none(folder, tmp_path):
+    train.main(_args(folder, tmp_path, "--loss", "softmax", "--run-name", "plain", "--max-steps", "1"))
+    ckpt = load_checkpoint(tmp_path / "plain" / "checkpoint_last.pt")
+    assert ckpt["model_ema"] is None
+    log = json.loads((tmp_path / "plain" / "log.jsonl").read_text().splitlines()[0])
+    assert not any(k.startswith("val_raw_") for k in log)
 
 
 def test_init_from_starts_a_fresh_run_from_trained_weights(folder, tmp_path):
