@@ -96,7 +96,6 @@ def save_checkpoint(
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "meta": model_meta(
             model, classes=classes, model_name=model_name, args=args or {}, epoch=epoch,
@@ -110,6 +109,13 @@ def save_checkpoint(
         "scaler": None if scaler is None else scaler.state_dict(),
         "extra_state": extra_state or {},
     }
+    return write_checkpoint(state, path)
+
+
+def write_checkpoint(state: dict, path: str | Path) -> Path:
+    """``torch.save`` a checkpoint dict atomically: to a temporary file, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -152,6 +158,25 @@ def serving_state(ckpt: dict) -> dict[str, torch.Tensor]:
     return ckpt.get("model_ema") or ckpt["model"]
 
 
+def checkpoint_centers(ckpt: dict) -> torch.Tensor | None:
+    """The ``(K, D)`` class centers of a cluster-loss checkpoint, or None. Training checkpoints
+    nest them in the loss module's state (``aux_loss.centers``), exported files hold ``centers``."""
+    criterion = ckpt.get("criterion") or {}
+    return next((v for k, v in criterion.items() if k.endswith("centers")), None)
+
+
+def build_model(meta: dict, state: dict[str, torch.Tensor]) -> FERNet:
+    """The network that serving metadata ``meta`` describes, with the weights ``state``, in eval mode."""
+    model = create_model(
+        meta["model_name"], meta["num_classes"], embed_dim=meta["embed_dim"],
+        in_chans=meta["in_chans"], input_size=meta["data_config"]["input_size"],
+        head=meta.get("head", "linear"),
+    )
+    model.data_config = DataConfig.from_dict(meta["data_config"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FERNet, dict]:
     """Rebuild a model from a checkpoint, ready for inference (eval mode).
 
@@ -161,18 +186,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[FE
     """
     ckpt = load_checkpoint(path)
     meta = dict(ckpt["meta"])
-    model = create_model(
-        meta["model_name"], meta["num_classes"], embed_dim=meta["embed_dim"],
-        in_chans=meta["in_chans"], input_size=meta["data_config"]["input_size"],
-        head=meta.get("head", "linear"),
-    )
-    model.data_config = DataConfig.from_dict(meta["data_config"])
-    model.load_state_dict(serving_state(ckpt))
-    model.to(device).eval()
+    model = build_model(meta, serving_state(ckpt)).to(device)
     meta["data_config"] = model.data_config
-    criterion = ckpt.get("criterion") or {}
-    # The loss module nests centers as "aux_loss.centers" in training checkpoints.
-    centers = next((v for k, v in criterion.items() if k.endswith("centers")), None)
+    centers = checkpoint_centers(ckpt)
     meta["centers"] = None if centers is None else centers.float()
     meta.setdefault("run_name", Path(path).stem)
     meta["checkpoint"] = str(path)
@@ -189,9 +205,9 @@ def export_safetensors(checkpoint: str | Path, out: str | Path, half: bool = Fal
     """
     ckpt = load_checkpoint(checkpoint)
     tensors = {k: v.contiguous() for k, v in serving_state(ckpt).items()}
-    for k, v in (ckpt.get("criterion") or {}).items():
-        if k.endswith("centers"):
-            tensors["loss.centers"] = v.contiguous()
+    centers = checkpoint_centers(ckpt)
+    if centers is not None:
+        tensors["loss.centers"] = centers.contiguous()
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     out = Path(out)

@@ -17,7 +17,6 @@ serve the embedding plots and cluster metrics).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +24,9 @@ import torch
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
-from fer.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, serving_state
+from fer.checkpoint import (
+    FORMAT_VERSION, build_model, checkpoint_centers, load_checkpoint, serving_state, write_checkpoint,
+)
 from fer.data import open_dataset
 from fer.transforms import eval_transform
 
@@ -35,11 +36,6 @@ _MUST_MATCH = ("model_name", "num_classes", "embed_dim", "head", "in_chans", "cl
 
 def _loss_of(meta: dict) -> str | None:
     return (meta.get("args") or {}).get("loss")
-
-
-def _centers(ckpt: dict) -> torch.Tensor | None:
-    criterion = ckpt.get("criterion") or {}
-    return next((v for k, v in criterion.items() if k.endswith("centers")), None)
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -108,7 +104,7 @@ def make_soup(paths: list[str | Path], out: str | Path, bn_data: str | Path | No
             raise ValueError(f"{path}: trained with {_loss_of(meta)!r}, {paths[0]} with {_loss_of(first)!r}; "
                              "a soup of different losses is no model of either")
     model = average_states([serving_state(c) for c in ckpts])
-    centers = [_centers(c) for c in ckpts]
+    centers = [checkpoint_centers(c) for c in ckpts]
     out = Path(out)
     meta = dict(first)
     meta.update(
@@ -123,20 +119,11 @@ def make_soup(paths: list[str | Path], out: str | Path, bn_data: str | Path | No
         "criterion": None if any(c is None for c in centers) else
         {"aux_loss.centers": torch.stack([c.float() for c in centers]).mean(0)},
     }
-    _save(state, out)
     if bn_data is not None:
-        net, _ = load_model(out)
+        net = build_model(meta, model)
         recalibrate_batchnorm(net, bn_data, bn_split)
-        state["model"] = {k: v.to(state["model"][k].dtype) for k, v in net.state_dict().items()}
-        _save(state, out)
-    return out
-
-
-def _save(state: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+        state["model"] = {k: v.to(model[k].dtype) for k, v in net.state_dict().items()}
+    return write_checkpoint(state, out)
 
 
 def main(argv: list[str] | None = None) -> int:
