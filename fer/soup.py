@@ -41,8 +41,9 @@ def _loss_of(meta: dict) -> str | None:
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Uniform average of state dicts with the same keys and shapes.
 
-    Floating tensors are averaged in float32 and stored in the first state's dtype; integer
-    tensors (batch-norm step counters) keep the largest value.
+    Floating tensors are averaged in float32 and stored in the widest dtype among the
+    ingredients (a half-precision export averaged with float32 checkpoints stays float32);
+    integer tensors (batch-norm step counters) keep the largest value.
 
     Raises:
         ValueError: when the states differ in keys or shapes.
@@ -59,7 +60,10 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
         if any(t.shape != tensors[0].shape for t in tensors):
             raise ValueError(f"{key}: shapes differ across ingredients {[tuple(t.shape) for t in tensors]}")
         if tensors[0].is_floating_point():
-            out[key] = torch.stack([t.float() for t in tensors]).mean(0).to(tensors[0].dtype)
+            dtype = tensors[0].dtype
+            for t in tensors[1:]:
+                dtype = torch.promote_types(dtype, t.dtype)
+            out[key] = torch.stack([t.float() for t in tensors]).mean(0).to(dtype)
         else:
             out[key] = torch.stack(tensors).max(0).values
     return out

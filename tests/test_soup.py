@@ -38,6 +38,13 @@ def test_average_states_means_floats_and_keeps_the_largest_counter():
         average_states([a, {"w": torch.zeros(2)}])
 
 
+def test_average_states_keeps_the_widest_float_dtype():
+    half = {"w": torch.tensor([1.0, 2.0], dtype=torch.float16)}
+    full = {"w": torch.tensor([2.0, 3.0])}
+    assert average_states([half, full])["w"].dtype == torch.float32
+    assert average_states([half, half])["w"].dtype == torch.float16
+
+
 def test_soup_is_the_average_model_and_loads_everywhere(tmp_path):
     m1, c1, p1 = _ingredient(tmp_path, "a", 0)
     m2, c2, p2 = _ingredient(tmp_path, "b", 1)
