@@ -11,7 +11,7 @@
 # bf16 autocast: on a CPU with AMX/AVX512-BF16 that is about 2x faster than fp32 for fer_cnn.
 # The base runs anneal their rate with a cosine over all their epochs; the fine-tuning runs keep
 # the paper's recipe (lr 1e-3, halved every 10 epochs, so constant over these few epochs).
-# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run [tag args]]|evaluate-long|evaluate-zoom|evaluate-default|soup|soft-strong-restart|all]   (default: all; the others are separate)
+# Usage: bash results/run_cpu_grid.sh [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run [tag args]]|evaluate-long|evaluate-zoom|evaluate-default|soup|soup-restart|soft-strong-restart|all]   (default: all; the others are separate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -178,8 +178,20 @@ soup() {
   # --seed N or --model-ema 0.998 added) averaged into one network, batch-norm statistics re-estimated.
   local base=ferplus-fer_cnn_wide-softlabels-strong-70ep-softft-top-cos12 name
   name=$base-soup4-wcws
-  python -m fer.soup "runs/$name.pt" fer/weights/fer_default.safetensors "runs/$base-ema-wcws/checkpoint_best.pt" \
+  # Seed 0's checkpoint is not in git; its float16 export (bundled until the restart's seed 1) is.
+  python -m fer.soup "runs/$name.pt" "results/$base-wcws__ferplus-val-tta-flip-zoom/model.safetensors" \
+    "runs/$base-ema-wcws/checkpoint_best.pt" \
     "runs/$base-s1-wcws/checkpoint_best.pt" "runs/$base-s2-wcws/checkpoint_best.pt" --recalibrate-bn "$FERPLUS"
+  evaluate_ferplus "runs/$name.pt" "$name" none flip flip-zoom
+}
+
+soup_restart() {
+  # The three seeds of the 12-epoch weighted-cluster fine-tuning of the warm-restarted base
+  # (soft-top <restart run> cos12 / cos12-s1 --seed 1 / cos12-s2 --seed 2), averaged likewise.
+  local base=ferplus-fer_cnn_wide-softlabels-strong-70ep-restart40-softft-top-cos12 name
+  name=$base-soup3-wcws
+  python -m fer.soup "runs/$name.pt" "runs/$base-wcws/checkpoint_best.pt" "runs/$base-s1-wcws/checkpoint_best.pt" \
+    "runs/$base-s2-wcws/checkpoint_best.pt" --recalibrate-bn "$FERPLUS"
   evaluate_ferplus "runs/$name.pt" "$name" none flip flip-zoom
 }
 
@@ -215,7 +227,8 @@ case ${1:-all} in
   evaluate-zoom) evaluate_zoom ;;
   evaluate-default) evaluate_default ;;
   soup) soup ;;
+  soup-restart) soup_restart ;;
   soft-strong-restart) soft_strong_restart ;;
   all) base; finetune; evaluate ;;
-  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run [tag args]]|evaluate-long|evaluate-zoom|evaluate-default|soup|soft-strong-restart|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|finetune|evaluate|wide|soft|soft-strong|evaluate-soft|soft-finetune|soft-strong-long|soft-top [base-run [tag args]]|evaluate-long|evaluate-zoom|evaluate-default|soup|soup-restart|soft-strong-restart|all]" >&2; exit 2 ;;
 esac
