@@ -17,6 +17,7 @@ serve the embedding plots and cluster metrics).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -60,9 +61,7 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
         if any(t.shape != tensors[0].shape for t in tensors):
             raise ValueError(f"{key}: shapes differ across ingredients {[tuple(t.shape) for t in tensors]}")
         if tensors[0].is_floating_point():
-            dtype = tensors[0].dtype
-            for t in tensors[1:]:
-                dtype = torch.promote_types(dtype, t.dtype)
+            dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
             out[key] = torch.stack([t.float() for t in tensors]).mean(0).to(dtype)
         else:
             out[key] = torch.stack(tensors).max(0).values

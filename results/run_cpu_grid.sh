@@ -172,27 +172,28 @@ evaluate_default() {  # the bundled file itself (float16), as the app and the pr
     --run-name fer_default__fer2013-val
 }
 
-soup() {
-  # The four 12-epoch cosine weighted-cluster fine-tunings of the 70-epoch base (seed 0 = the bundled file,
-  # its --model-ema 0.998 twin, seeds 1 and 2: soft-top <base> cos12-ema / cos12-s1 / cos12-s2 with
-  # --seed N or --model-ema 0.998 added) averaged into one network, batch-norm statistics re-estimated.
-  local base=ferplus-fer_cnn_wide-softlabels-strong-70ep-softft-top-cos12 name
-  name=$base-soup4-wcws
-  # Seed 0's checkpoint is not in git; its float16 export (bundled until the restart's seed 1) is.
-  python -m fer.soup "runs/$name.pt" "results/$base-wcws__ferplus-val-tta-flip-zoom/model.safetensors" \
-    "runs/$base-ema-wcws/checkpoint_best.pt" \
-    "runs/$base-s1-wcws/checkpoint_best.pt" "runs/$base-s2-wcws/checkpoint_best.pt" --recalibrate-bn "$FERPLUS"
+soup_of() {  # name ingredient...: average the ingredients (batch-norm re-estimated), evaluate the soup
+  local name=$1; shift
+  python -m fer.soup "runs/$name.pt" "$@" --recalibrate-bn "$FERPLUS"
   evaluate_ferplus "runs/$name.pt" "$name" none flip flip-zoom
+}
+
+soup() {
+  # The four 12-epoch cosine weighted-cluster fine-tunings of the 70-epoch base (seed 0, its
+  # --model-ema 0.998 twin, seeds 1 and 2: soft-top <base> cos12-ema / cos12-s1 / cos12-s2 with
+  # --seed N or --model-ema 0.998 added). Seed 0's checkpoint is not in git; its float16 export
+  # (bundled until the restart's seed 1) is.
+  local base=ferplus-fer_cnn_wide-softlabels-strong-70ep-softft-top-cos12
+  soup_of "$base-soup4-wcws" "results/$base-wcws__ferplus-val-tta-flip-zoom/model.safetensors" \
+    "runs/$base-ema-wcws/checkpoint_best.pt" "runs/$base-s1-wcws/checkpoint_best.pt" "runs/$base-s2-wcws/checkpoint_best.pt"
 }
 
 soup_restart() {
   # The three seeds of the 12-epoch weighted-cluster fine-tuning of the warm-restarted base
-  # (soft-top <restart run> cos12 / cos12-s1 --seed 1 / cos12-s2 --seed 2), averaged likewise.
-  local base=ferplus-fer_cnn_wide-softlabels-strong-70ep-restart40-softft-top-cos12 name
-  name=$base-soup3-wcws
-  python -m fer.soup "runs/$name.pt" "runs/$base-wcws/checkpoint_best.pt" "runs/$base-s1-wcws/checkpoint_best.pt" \
-    "runs/$base-s2-wcws/checkpoint_best.pt" --recalibrate-bn "$FERPLUS"
-  evaluate_ferplus "runs/$name.pt" "$name" none flip flip-zoom
+  # (soft-top <restart run> cos12 / cos12-s1 --seed 1 / cos12-s2 --seed 2).
+  local base=ferplus-fer_cnn_wide-softlabels-strong-70ep-restart40-softft-top-cos12
+  soup_of "$base-soup3-wcws" "runs/$base-wcws/checkpoint_best.pt" "runs/$base-s1-wcws/checkpoint_best.pt" \
+    "runs/$base-s2-wcws/checkpoint_best.pt"
 }
 
 soft_strong_restart() {
